@@ -1,0 +1,136 @@
+"""The ``distunlearn`` console command; ``jobs/unlearn.py`` runs the same parser under spark-submit."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from distunlearn.config import RULE_CHOICES, UnlearnConfig
+from distunlearn.core.rules import RULE_HELP
+from distunlearn.errors import DistunlearnError, InfeasibleError
+
+EXIT_CODES = "exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible"
+
+
+def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``unlearn``; each also reads from ``--config`` under the same name (``_`` for ``-``)."""
+    p.add_argument("--config", help="TOML or JSON file with the same keys as the flags (flags win)")
+    p.add_argument("--source", help="Delta/Parquet path or catalog table name")
+    p.add_argument("--format", choices=("delta", "parquet"), help="source format (default delta)")
+    p.add_argument("--id-col", help="unique, non-null row id column (default id)")
+    p.add_argument("--vector-col", help="array<float>, array<double> or ML vector column (default embedding)")
+    p.add_argument("--unwanted", help="SQL predicate selecting the domain to forget")
+    p.add_argument("--retained", help="SQL predicate of the domain to keep close to (default: NOT unwanted)")
+    p.add_argument("--alpha", type=float, help="removal target KL(p1||p_f) >= alpha, nats")
+    p.add_argument("--epsilon", type=float, help="preservation bound KL(p2||p_f) <= epsilon, nats")
+    p.add_argument("--alpha-rel", type=float,
+                   help="alpha relative to doing nothing (0) and full removal (1); default 0.5")
+    p.add_argument("--epsilon-rel", type=float, help="epsilon relative to KL(p2||p_0) today; default 1.0")
+    p.add_argument("--rule", choices=RULE_CHOICES,
+                   help="scoring rule (default auto: evaluate all, keep the fewest deletions). "
+                        + "; ".join(f"{k}: {v}" for k, v in RULE_HELP.items()))
+    p.add_argument("--seed", type=int, help="seed of the random rule (default 0)")
+    p.add_argument("--ridge", type=float, help="ridge lambda: adds lambda*trace(Sigma)/d*I (default 1e-6)")
+    p.add_argument("--output", help="path of the edited Delta table (must not exist)")
+    p.add_argument("--manifest", help="Delta table of deleted rows, appended to (default <output>_manifest)")
+    p.add_argument("--report", help="path of the JSON report")
+    p.add_argument("--dry-run", action="store_true", default=None, help="plan and report, write no table")
+    p.add_argument("--run-id", help="run id recorded everywhere (default: a new UUID)")
+    p.add_argument("--order-chunks", type=int, help="chunks of the ordered unwanted rows (default: by size)")
+    p.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
+    p.add_argument("--master", help="Spark master when not under spark-submit (default local[*])")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def config_from_args(args: argparse.Namespace) -> UnlearnConfig:
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("command", "config", "spark_conf", "master", "quiet", "lakehouse")}
+    if args.spark_conf:
+        pairs = [item.split("=", 1) for item in args.spark_conf]
+        if any(len(pair) != 2 for pair in pairs):
+            raise DistunlearnError("--spark-conf takes KEY=VALUE")
+        overrides["spark_conf"] = dict(pairs)
+    return UnlearnConfig.load(args.config, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distunlearn", description="Forget a data domain with the fewest deletions.",
+                                     epilog=EXIT_CODES)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_unlearn_arguments(sub.add_parser("unlearn", help="plan and apply a distributional deletion",
+                                         epilog=EXIT_CODES))
+    demo = sub.add_parser("demo", help="create a demo lakehouse table and run unlearn on it")
+    add_unlearn_arguments(demo)
+    demo.add_argument("--lakehouse", default="lakehouse", help="folder of the demo tables (default ./lakehouse)")
+    bundle = sub.add_parser("bundle", help="zip the package for spark-submit --py-files")
+    bundle.add_argument("--out", default="dist/distunlearn.zip")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "bundle":
+        from distunlearn.bundle import write_bundle
+
+        print(write_bundle(args.out))
+        return 0
+    _configure_logging(args.quiet)
+    try:
+        if args.command == "demo":
+            _prepare_demo(args)
+        config = config_from_args(args)
+        from distunlearn.job import run_unlearn
+        from distunlearn.report import summary
+        from distunlearn.spark.session import get_session
+
+        report = run_unlearn(get_session(master=args.master, conf=config.spark_conf), config)
+        print(summary(report))
+        return 0
+    except InfeasibleError as exc:
+        if exc.report:
+            from distunlearn.report import summary
+
+            print(summary(exc.report))
+        print(f"distunlearn: infeasible: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except DistunlearnError as exc:
+        print(f"distunlearn: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the last thing a user sees is one line, not a JVM trace
+        from distunlearn.spark.source import first_line
+
+        logging.getLogger("distunlearn").debug("failure", exc_info=True)
+        print(f"distunlearn: error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _configure_logging(quiet: bool) -> None:
+    logger = logging.getLogger("distunlearn")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[distunlearn %(asctime)s] %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _prepare_demo(args: argparse.Namespace) -> None:
+    """Create the demo table once; clear the previous demo run's outputs; default to conf/demo.toml."""
+    from distunlearn.spark.session import get_session
+    from distunlearn.synthetic import demo_table
+
+    if args.config is None and Path("conf/demo.toml").is_file():
+        args.config = "conf/demo.toml"
+    lake = Path(args.lakehouse)
+    table = lake / "demo_embeddings"
+    for stale in ("demo_edited", "demo_edited_manifest", "demo_report.json"):
+        path = lake / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    if not table.exists():
+        spark = get_session(master=args.master)
+        logging.getLogger("distunlearn").info("creating demo table %s", table)
+        spark.createDataFrame(demo_table()).repartition(4).write.format("delta").save(str(table))

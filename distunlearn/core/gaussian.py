@@ -1,0 +1,86 @@
+"""The shared-covariance Gaussian model of METHOD.md and its KL divergences."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from distunlearn.core.moments import DomainMoments
+from distunlearn.errors import DistunlearnError
+
+
+@dataclass(frozen=True)
+class PooledGaussian:
+    """Unwanted domain N(mu1, Sigma) and retained domain N(mu2, Sigma) with pooled Sigma.
+
+    ``whitener`` is W = C^-1 for the Cholesky factor Sigma = C C^T, so that
+    (a-b)^T Sigma^-1 (a-b) = ||W (a-b)||^2. Rows are whitened around mu1 (``whiten``); in
+    those coordinates the edited mean after any deletion follows from sums alone.
+    """
+
+    n1: int
+    n2: int
+    mu1: np.ndarray
+    mu2: np.ndarray
+    sigma: np.ndarray
+    whitener: np.ndarray
+
+    @classmethod
+    def fit(cls, unwanted: DomainMoments, retained: DomainMoments, ridge: float = 1e-6) -> "PooledGaussian":
+        """Pooled within-domain covariance of both domains, plus ``ridge * trace/d * I``."""
+        if unwanted.n == 0:
+            raise DistunlearnError("the unwanted domain is empty: --unwanted matches no row")
+        if retained.n == 0:
+            raise DistunlearnError("the retained domain is empty: --retained matches no row")
+        if ridge < 0 or not np.isfinite(ridge):
+            raise DistunlearnError(f"--ridge must be a finite number >= 0, got {ridge}")
+        d = unwanted.dim
+        dof = max(unwanted.n + retained.n - 2, 1)
+        sigma = (unwanted.m2 + retained.m2) / dof
+        sigma = (sigma + sigma.T) / 2
+        trace = float(np.trace(sigma))
+        if ridge > 0:
+            sigma = sigma + ridge * (trace / d if trace > 0 else 1.0) * np.eye(d)
+        whitener = _inverse_cholesky(sigma)
+        if whitener is None:
+            raise DistunlearnError(
+                f"the pooled covariance is singular ({unwanted.n + retained.n} rows, {d} dims): "
+                "pass --ridge > 0 (e.g. --ridge 1e-3)")
+        return cls(unwanted.n, retained.n, unwanted.mean, retained.mean, sigma, whitener)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mu1.shape[0])
+
+    @property
+    def delta(self) -> np.ndarray:
+        """W (mu1 - mu2): the mean shift in whitened coordinates."""
+        return self.whitener @ (self.mu1 - self.mu2)
+
+    @property
+    def kappa(self) -> float:
+        """KL(p1 || p2), the removal effect of deleting the whole unwanted domain."""
+        return self.kl(self.mu1, self.mu2)
+
+    def kl(self, a: np.ndarray, b: np.ndarray) -> float:
+        """KL(N(a, Sigma) || N(b, Sigma)) = 0.5 (a-b)^T Sigma^-1 (a-b)."""
+        v = self.whitener @ (np.asarray(a, dtype=np.float64) - b)
+        return 0.5 * float(v @ v)
+
+    def whiten(self, x: np.ndarray) -> np.ndarray:
+        """Rows W (x - mu1), float64."""
+        return (np.asarray(x, dtype=np.float64) - self.mu1) @ self.whitener.T
+
+
+def _inverse_cholesky(sigma: np.ndarray) -> np.ndarray | None:
+    """C^-1 for sigma = C C^T, or None when sigma is not numerically positive definite."""
+    if not np.all(np.isfinite(sigma)):
+        return None
+    try:
+        chol = np.linalg.cholesky(sigma)
+    except np.linalg.LinAlgError:
+        return None
+    diag = np.diag(chol)
+    if diag.min() <= 1e-7 * max(diag.max(), np.finfo(float).tiny):
+        return None
+    return np.linalg.inv(chol)

@@ -1,0 +1,17 @@
+"""Errors the job reports to users as one line, each with its exit code."""
+
+
+class DistunlearnError(Exception):
+    """Bad input or a failed precondition; the job stops before writing anything."""
+
+    exit_code = 1
+
+
+class InfeasibleError(DistunlearnError):
+    """No deletion set of the evaluated rules meets both thresholds; ``report`` says how close each got."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,87 @@
+"""The run report (JSON) and its short human summary."""
+from __future__ import annotations
+
+import math
+
+from distunlearn.core.selection import BudgetChoice, alpha_max
+
+
+def _num(x: float | None):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def _rule_entry(choice: BudgetChoice, n_unwanted: int) -> dict:
+    return {
+        "feasible": choice.feasible,
+        "deleted": choice.deleted,
+        "deleted_fraction": None if choice.deleted is None else choice.deleted / n_unwanted,
+        "kl_removal_after": _num(choice.removal),
+        "kl_preservation_after": _num(choice.preservation),
+        "best_alpha_at_epsilon": _num(choice.best_alpha) if not choice.feasible else None,
+    }
+
+
+def build_report(plan, output_version: int | None = None, manifest_version: int | None = None) -> dict:
+    """Every figure of the run; ``rules`` holds what each evaluated rule would need."""
+    cfg, kl, chosen = plan.config, plan.kl, plan.chosen
+    removal0, preservation0 = kl.before
+    return {
+        "run_id": plan.run_id,
+        "rule": chosen.rule,
+        "rule_requested": cfg.rule,
+        "n_unwanted": kl.n1,
+        "n_retained": kl.n2,
+        "dims": plan.model.dim,
+        "kappa": kl.kappa,
+        "alpha": plan.thresholds.alpha,
+        "epsilon": plan.thresholds.epsilon,
+        "thresholds_requested": cfg.thresholds,
+        "alpha_max_at_epsilon": alpha_max(kl.kappa, plan.thresholds.epsilon),
+        "deleted": chosen.deleted if chosen.feasible else 0,
+        "feasible": chosen.feasible,
+        "kl_removal_before": removal0,
+        "kl_removal_after": _num(chosen.removal),
+        "kl_preservation_before": preservation0,
+        "kl_preservation_after": _num(chosen.preservation),
+        "rules": {c.rule: _rule_entry(c, kl.n1) for c in plan.choices},
+        "source": cfg.source,
+        "source_format": cfg.format,
+        "source_version": plan.source.version,
+        "output": None if cfg.dry_run else cfg.output,
+        "output_version": output_version,
+        "manifest": None if cfg.dry_run else cfg.manifest_path,
+        "manifest_version": manifest_version,
+        "dry_run": cfg.dry_run,
+        "ridge": cfg.ridge,
+        "seed": cfg.seed,
+    }
+
+
+def summary(report: dict) -> str:
+    """A few lines for stdout: thresholds, one line per evaluated rule, and what was written."""
+    lines = [
+        f"distunlearn run {report['run_id']}",
+        f"  domains: {report['n_unwanted']:,} unwanted rows, {report['n_retained']:,} retained rows, "
+        f"{report['dims']} dims; kappa = KL(p1||p2) = {report['kappa']:.4g}",
+        f"  targets: KL(p1||p_f) >= alpha = {report['alpha']:.4g} (now {report['kl_removal_before']:.4g}), "
+        f"KL(p2||p_f) <= epsilon = {report['epsilon']:.4g} (now {report['kl_preservation_before']:.4g}); "
+        f"frontier alpha_max(epsilon) = {report['alpha_max_at_epsilon']:.4g}",
+        f"  {'rule':<25}{'deleted':>10}{'% unwanted':>12}{'KL(p1||p_f)':>14}{'KL(p2||p_f)':>14}",
+    ]
+    for rule, entry in report["rules"].items():
+        mark = "*" if rule == report["rule"] and report["feasible"] else " "
+        if entry["feasible"]:
+            lines.append(f"{mark} {rule:<25}{entry['deleted']:>10,}{100 * entry['deleted_fraction']:>11.1f}%"
+                         f"{entry['kl_removal_after']:>14.4g}{entry['kl_preservation_after']:>14.4g}")
+        else:
+            lines.append(f"{mark} {rule:<25}{'infeasible':>10}{'':>12}"
+                         f"{'best ' + format(entry['best_alpha_at_epsilon'] or 0.0, '.4g'):>14}{'':>14}")
+    if not report["feasible"]:
+        lines.append("  no rule meets both thresholds; nothing written")
+    elif report["dry_run"]:
+        lines.append(f"  dry run: would delete {report['deleted']:,} rows by {report['rule']}; nothing written")
+    else:
+        lines.append(f"  deleted {report['deleted']:,} rows by {report['rule']}: edited table {report['output']} "
+                     f"(version {report['output_version']}), manifest {report['manifest']} "
+                     f"(version {report['manifest_version']})")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Thin Spark layer: sessions, sources, distributed passes and Delta writes. No maths here."""

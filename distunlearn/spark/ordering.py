@@ -1,0 +1,69 @@
+"""Scoring the unwanted rows once, then finding each rule's smallest budget in chunked order."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, StructType
+
+from distunlearn.core.gaussian import PooledGaussian
+from distunlearn.core.selection import BudgetChoice, ChunkScan, EditedKL, Thresholds, choose_budget
+from distunlearn.spark.source import UNWANTED
+from distunlearn.udfs.ordering import SCAN_SCHEMA, TOTALS_SCHEMA, chunk_scanner, chunk_totals, ranked_rows
+from distunlearn.udfs.scoring import score_column, scorer
+
+ROWS_PER_CHUNK = 25_000
+MAX_CHUNKS = 512
+
+
+def score_unwanted(labelled: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int) -> DataFrame:
+    """Unwanted rows as (id, y, score_<rule>...), computed once and frozen in a local checkpoint.
+
+    Freezing matters: every later pass must see bit-identical scores, so the deletion set is
+    exactly the rows ranked 1..f even if floating-point sums would differ on recomputation.
+    """
+    id_type = labelled.schema["id"].dataType
+    schema = StructType([StructField("id", id_type), StructField("y", ArrayType(DoubleType()))]
+                        + [StructField(score_column(r), DoubleType()) for r in rules])
+    rows = labelled.where(F.col("domain") == UNWANTED).select(
+        "id", "vec", F.xxhash64(F.lit(seed), F.col("id")).cast("double").alias("random_key"))
+    return rows.mapInArrow(scorer(model, rules), schema).localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+
+
+class RuleOrdering:
+    """One rule's unwanted rows sorted by (score desc, id asc), range-partitioned into chunks.
+
+    Only per-chunk counts and whitened sums (chunks x dims numbers) reach the driver.
+    """
+
+    def __init__(self, scored: DataFrame, rule: str, n_unwanted: int, dim: int, chunks: int | None = None):
+        self.rule = rule
+        self.chunks = chunks or max(2, min(MAX_CHUNKS, math.ceil(n_unwanted / ROWS_PER_CHUNK)))
+        order = [F.col("score").desc(), F.col("id").asc()]
+        self.rows = scored.select("id", "y", F.col(score_column(rule)).alias("score")) \
+            .repartitionByRange(self.chunks, *order).sortWithinPartitions(*order) \
+            .localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+        totals = {r["chunk"]: (r["n"], np.asarray(r["z"])) for r in
+                  self.rows.mapInArrow(chunk_totals(dim), TOTALS_SCHEMA).collect()}
+        self.before: dict[int, tuple[int, np.ndarray]] = {}
+        count, z = 0, np.zeros(dim)
+        for chunk in sorted(totals):
+            self.before[chunk] = (count, z)
+            count, z = count + totals[chunk][0], z + totals[chunk][1]
+
+    def choose(self, kl: EditedKL, thresholds: Thresholds) -> BudgetChoice:
+        """The smallest budget of this rule, from one scan of every chunk."""
+        rows = self.rows.mapInArrow(chunk_scanner(kl, thresholds, self.before), SCAN_SCHEMA).collect()
+        scans = [ChunkScan(r["first_feasible"], r["removal"], r["preservation"], r["best_alpha"]) for r in rows]
+        return choose_budget(self.rule, kl, thresholds, scans)
+
+    def deleted(self, budget: int) -> DataFrame:
+        """(id, score, rank) of the first ``budget`` rows in deletion order."""
+        id_type = self.rows.schema["id"].dataType
+        schema = StructType([StructField("id", id_type), StructField("score", DoubleType()),
+                             StructField("rank", LongType())])
+        rows_before = {chunk: n for chunk, (n, _) in self.before.items()}
+        return self.rows.mapInArrow(ranked_rows(rows_before, budget), schema)

@@ -1,0 +1,48 @@
+"""SparkSession with Delta Lake, for the console command, notebooks and spark-submit."""
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+LOCAL_CONF = {
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
+    "spark.driver.memory": "2g",
+}
+
+
+def get_session(app_name: str = "distunlearn", master: str | None = None, conf: dict | None = None) -> SparkSession:
+    """The active session if there is one (notebook, test), else a new one with Delta configured.
+
+    Under ``spark-submit`` the JVM already exists: Delta's jars must come from ``--packages`` or
+    ``spark.jars`` (see ``conf/spark-defaults.conf``). Otherwise the jars are resolved from Maven
+    Central (``spark.jars.packages``) unless ``spark.jars`` is given in ``conf`` for air-gapped hosts.
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in DELTA_CONF.items():
+        builder = builder.config(key, value)
+    conf = dict(conf or {})
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: a local JVM of our own
+        builder = builder.master(master or os.environ.get("DISTUNLEARN_MASTER", "local[*]"))
+        for key, value in LOCAL_CONF.items():
+            conf.setdefault(key, value)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import this very installation
+        if "spark.jars" not in conf:
+            from delta import configure_spark_with_delta_pip
+            builder = configure_spark_with_delta_pip(builder)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel(os.environ.get("DISTUNLEARN_SPARK_LOG_LEVEL", "ERROR"))
+    return session

@@ -1,0 +1,104 @@
+"""Reading the source table at a pinned version and labelling its rows by domain."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DoubleType, FloatType
+
+from distunlearn.errors import DistunlearnError
+
+UNWANTED, RETAINED = 1, 2
+
+
+def col(name: str) -> Column:
+    """A column by its exact name, even one with dots or spaces."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def is_path(source: str) -> bool:
+    return "/" in source or "\\" in source or os.path.exists(source)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The source rows as read at ``version`` (Delta) or as found (Parquet)."""
+
+    name: str
+    format: str
+    df: DataFrame
+    version: int | None
+
+    @classmethod
+    def read(cls, spark: SparkSession, name: str, fmt: str = "delta") -> "Source":
+        if fmt == "parquet":
+            if not os.path.exists(name) and is_path(name):
+                raise DistunlearnError(f"source not found: {name}")
+            try:
+                return cls(name, fmt, spark.read.parquet(name), None)
+            except Exception as exc:  # noqa: BLE001 - reported as one line
+                raise DistunlearnError(f"cannot read Parquet source {name}: {first_line(exc)}") from None
+        from delta.tables import DeltaTable
+
+        if is_path(name):
+            if not DeltaTable.isDeltaTable(spark, name):
+                raise DistunlearnError(f"source is not a Delta table: {name}")
+            table = DeltaTable.forPath(spark, name)
+        else:
+            try:
+                table = DeltaTable.forName(spark, name)
+            except Exception:  # noqa: BLE001
+                raise DistunlearnError(f"source table not found or not Delta: {name}") from None
+        version = int(table.history(1).select("version").first()[0])
+        reader = spark.read.format("delta").option("versionAsOf", version)
+        df = reader.load(name) if is_path(name) else reader.table(name)
+        return cls(name, fmt, df, version)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def vector_as_array(df: DataFrame, vector_col: str) -> Column:
+    """The vector column as array<float|double>; ML vectors are converted."""
+    if vector_col not in df.columns:
+        raise DistunlearnError(f"vector column {vector_col!r} not in the source (columns: {', '.join(df.columns)})")
+    dtype = df.schema[vector_col].dataType
+    if isinstance(dtype, ArrayType) and isinstance(dtype.elementType, (FloatType, DoubleType)):
+        return col(vector_col)
+    if type(dtype).__name__ == "VectorUDT":
+        from pyspark.ml.functions import vector_to_array
+
+        return vector_to_array(col(vector_col), "float64")
+    raise DistunlearnError(f"vector column {vector_col!r} has type {dtype.simpleString()}; "
+                           "expected array<float>, array<double> or an ML vector")
+
+
+def predicate(df: DataFrame, sql: str, flag: str) -> Column:
+    """A SQL boolean expression over the source, checked now so that a typo fails before any work."""
+    try:
+        expr = F.expr(sql)
+        dtype = df.select(expr.alias("p")).schema["p"].dataType
+    except Exception as exc:  # noqa: BLE001 - parse and analysis errors, reported as one line
+        raise DistunlearnError(f"{flag} is not a valid SQL predicate on the source: {first_line(exc)}") from None
+    if dtype.simpleString() != "boolean":
+        raise DistunlearnError(f"{flag} must be a boolean SQL expression, got type {dtype.simpleString()}")
+    return F.coalesce(expr, F.lit(False))
+
+
+def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, retained: str | None) -> DataFrame:
+    """Columns (id, domain, vec): domain 1 unwanted, 2 retained, null for rows in neither.
+
+    A row matching both predicates is unwanted.
+    """
+    df = source.df
+    if id_col not in df.columns:
+        raise DistunlearnError(f"id column {id_col!r} not in the source (columns: {', '.join(df.columns)})")
+    vec = vector_as_array(df, vector_col)
+    is_unwanted = predicate(df, unwanted, "--unwanted")
+    is_retained = predicate(df, retained, "--retained") if retained else ~is_unwanted
+    domain = F.when(is_unwanted, F.lit(UNWANTED)).when(is_retained, F.lit(RETAINED))
+    return df.select(col(id_col).alias("id"), domain.cast("int").alias("domain"), vec.alias("vec"))

@@ -1,0 +1,92 @@
+"""Per-partition domain moments and input checks, and their pairwise merge."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from distunlearn.core.moments import DomainMoments
+from distunlearn.udfs.vectors import list_lengths, to_matrix
+
+SCHEMA = ("domain int, n long, mean array<double>, m2 array<double>, "
+          "null_ids long, null_vectors long, nonfinite long, min_dim int, max_dim int")
+
+_NO_DIM_MIN, _NO_DIM_MAX = 2**31 - 1, -1
+
+
+class MomentsAccumulator:
+    """Moments per domain (1 unwanted, 2 retained) plus counters of bad input."""
+
+    def __init__(self):
+        self.moments: dict[int, DomainMoments] = {}
+        self.null_ids = self.null_vectors = self.nonfinite = 0
+        self.min_dim, self.max_dim = _NO_DIM_MIN, _NO_DIM_MAX
+
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        self.null_ids += batch.column("id_null").to_numpy(zero_copy_only=False).sum()
+        domain = batch.column("domain").fill_null(0).to_numpy(zero_copy_only=False)
+        in_domain = domain > 0
+        if not in_domain.any():
+            return
+        picked = np.flatnonzero(in_domain)
+        vectors = batch.column("vec").take(pa.array(picked))
+        domain = domain[picked]
+        lengths = list_lengths(vectors)
+        null_rows = lengths < 0
+        self.null_vectors += int(null_rows.sum())
+        if (~null_rows).any():
+            self.min_dim = min(self.min_dim, int(lengths[~null_rows].min()))
+            self.max_dim = max(self.max_dim, int(lengths[~null_rows].max()))
+        if null_rows.any() or self.min_dim != self.max_dim or self.max_dim <= 0:
+            return  # the driver rejects the input; no moments needed
+        x = to_matrix(vectors, self.max_dim)
+        finite = np.isfinite(x).all(axis=1)
+        self.nonfinite += int((~finite).sum())
+        if not finite.all():
+            return
+        for label in (1, 2):
+            rows = x[domain == label]
+            if len(rows):
+                part = DomainMoments.from_rows(rows)
+                self.moments[label] = self.moments[label].merge(part) if label in self.moments else part
+
+    def add_row(self, row: dict) -> None:
+        self.null_ids += row["null_ids"]
+        self.null_vectors += row["null_vectors"]
+        self.nonfinite += row["nonfinite"]
+        self.min_dim, self.max_dim = min(self.min_dim, row["min_dim"]), max(self.max_dim, row["max_dim"])
+        label = row["domain"]
+        if label > 0:
+            dim = len(row["mean"])
+            part = DomainMoments(row["n"], np.asarray(row["mean"]), np.asarray(row["m2"]).reshape(dim, dim))
+            self.moments[label] = self.moments[label].merge(part) if label in self.moments else part
+
+    def to_batch(self) -> pa.RecordBatch:
+        neutral = dict(null_ids=0, null_vectors=0, nonfinite=0, min_dim=_NO_DIM_MIN, max_dim=_NO_DIM_MAX)
+        rows = [dict(domain=0, n=0, mean=[], m2=[], null_ids=int(self.null_ids), null_vectors=self.null_vectors,
+                     nonfinite=self.nonfinite, min_dim=self.min_dim, max_dim=self.max_dim)]
+        rows += [dict(domain=label, n=m.n, mean=m.mean.tolist(), m2=m.m2.ravel().tolist(), **neutral)
+                 for label, m in sorted(self.moments.items())]
+        return pa.RecordBatch.from_pylist(rows, schema=_arrow_schema())
+
+
+def _arrow_schema() -> pa.Schema:
+    return pa.schema([("domain", pa.int32()), ("n", pa.int64()), ("mean", pa.list_(pa.float64())),
+                      ("m2", pa.list_(pa.float64())), ("null_ids", pa.int64()), ("null_vectors", pa.int64()),
+                      ("nonfinite", pa.int64()), ("min_dim", pa.int32()), ("max_dim", pa.int32())])
+
+
+def partition_moments(batches):
+    """mapInArrow: columns (id_null, domain, vec) -> one row per domain seen plus a counters row."""
+    acc = MomentsAccumulator()
+    for batch in batches:
+        acc.add_batch(batch)
+    yield acc.to_batch()
+
+
+def merge_moments(batches):
+    """mapInArrow: rows of ``SCHEMA`` -> their merge, in the same schema."""
+    acc = MomentsAccumulator()
+    for batch in batches:
+        for row in batch.to_pylist():
+            acc.add_row(row)
+    yield acc.to_batch()
