@@ -116,20 +116,23 @@ def _configure_logging(quiet: bool) -> None:
 
 
 def _prepare_demo(args: argparse.Namespace) -> None:
-    """Create the demo table once; clear the previous demo run's outputs; default to conf/demo.toml."""
+    """Create the demo table once under ``--lakehouse``, clear the previous demo outputs, and point
+    the run at them (``conf/demo.toml`` supplies the domains and thresholds)."""
     from distunlearn.spark.session import get_session
-    from distunlearn.synthetic import demo_table
+    from distunlearn.synthetic import UNWANTED_TOPIC, demo_table
 
     if args.config is None and Path("conf/demo.toml").is_file():
         args.config = "conf/demo.toml"
+    if args.config is None:
+        args.unwanted = args.unwanted or f"topic = '{UNWANTED_TOPIC}'"
     lake = Path(args.lakehouse)
-    table = lake / "demo_embeddings"
-    for stale in ("demo_edited", "demo_edited_manifest", "demo_report.json"):
-        path = lake / stale
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    table, output, report = lake / "demo_embeddings", lake / "demo_edited", lake / "demo_report.json"
+    args.source, args.output, args.report = args.source or str(table), args.output or str(output), args.report or str(report)
+    for stale in (Path(args.output), Path(args.output + "_manifest"), Path(args.report)):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
     if not table.exists():
         spark = get_session(master=args.master)
         logging.getLogger("distunlearn").info("creating demo table %s", table)

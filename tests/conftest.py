@@ -1,0 +1,47 @@
+"""One local Spark session with Delta for the whole suite, and helpers that write real tables."""
+from __future__ import annotations
+
+import decimal
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from distunlearn.spark.session import get_session
+
+
+@pytest.fixture(scope="session")
+def spark():
+    session = get_session("distunlearn-tests", master="local[2]", conf={
+        "spark.sql.shuffle.partitions": "4",
+        "spark.default.parallelism": "4",
+        "spark.ui.enabled": "false",
+        "spark.databricks.delta.snapshotPartitions": "2",
+    })
+    yield session
+    session.stop()
+
+
+def domain_table(x_unwanted: np.ndarray, x_retained: np.ndarray, id_type: str = "long",
+                 vector_type: str = "float", x_neither: np.ndarray | None = None, seed: int = 0) -> pa.Table:
+    """Rows of both domains (plus optional rows in neither) with shuffled ids and a payload column."""
+    parts = [(x_unwanted, "unwanted"), (x_retained, "retained")]
+    if x_neither is not None:
+        parts.append((x_neither, "other"))
+    x = np.vstack([p[0] for p in parts])
+    topic = np.concatenate([np.full(len(p[0]), p[1], dtype=object) for p in parts])
+    rng = np.random.default_rng(seed)
+    raw_ids = rng.permutation(len(x)) * 3 + 7
+    ids = {"long": pa.array(raw_ids, pa.int64()),
+           "string": pa.array([f"user-{i:06d}" for i in raw_ids], pa.string()),
+           "decimal": pa.array([decimal.Decimal(int(i)) / 100 for i in raw_ids], pa.decimal128(18, 2))}[id_type]
+    element = pa.float32() if vector_type == "float" else pa.float64()
+    flat = pa.array(x.astype(np.float32 if vector_type == "float" else np.float64).ravel(), element)
+    vectors = pa.FixedSizeListArray.from_arrays(flat, x.shape[1]).cast(pa.list_(element))
+    return pa.table({"id": ids, "topic": pa.array(topic, pa.string()), "payload": [f"p{i}" for i in range(len(x))],
+                     "embedding": vectors})
+
+
+def write_delta(spark, table: pa.Table, path, partitions: int = 3) -> str:
+    spark.createDataFrame(table).repartition(partitions).write.format("delta").save(str(path))
+    return str(path)

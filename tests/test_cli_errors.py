@@ -1,0 +1,279 @@
+"""The console command on bad input: exit code, one last ``distunlearn: error:`` line, and nothing written.
+
+Every test runs ``distunlearn.cli.main`` in-process on the suite's Spark session (``get_session``
+returns the active one) against tiny Delta tables in ``tmp_path``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import domain_table, write_delta
+from distunlearn.cli import main
+
+UNWANTED = "topic = 'unwanted'"
+ROWS_SCHEMA = "id long, topic string, embedding array<double>"
+
+
+# ---------------------------------------------------------------- tables
+
+def gaussian_table(n_unwanted: int = 12, n_retained: int = 20, dim: int = 3, shift: float = 1.5, seed: int = 0):
+    """A valid two-domain table: the unwanted domain's mean is shifted by ``shift`` in every dimension."""
+    rng = np.random.default_rng(seed)
+    return domain_table(rng.standard_normal((n_unwanted, dim)) + shift, rng.standard_normal((n_retained, dim)),
+                        seed=seed)
+
+
+def base_rows(n_unwanted: int = 6, n_retained: int = 10, dim: int = 3) -> list[list]:
+    """Mutable rows ``[id, topic, vector]`` of a small valid table, for building malformed variants."""
+    rng = np.random.default_rng(3)
+    topics = ["unwanted"] * n_unwanted + ["retained"] * n_retained
+    return [[100 + i, topic, [float(v) for v in rng.standard_normal(dim) + (1.0 if topic == "unwanted" else 0.0)]]
+            for i, topic in enumerate(topics)]
+
+
+def write_rows(spark, rows, path, schema: str = ROWS_SCHEMA, partitions: int = 3) -> str:
+    spark.createDataFrame(rows, schema).repartition(partitions).write.format("delta").save(str(path))
+    return str(path)
+
+
+def mutated(change):
+    """A table writer: ``base_rows`` after ``change(rows)`` (which edits in place or returns new rows)."""
+    def write(spark, path):
+        rows = base_rows()
+        rows = change(rows) or rows
+        return write_rows(spark, rows, path)
+    return write
+
+
+def set_vector(index: int, value):
+    def change(rows):
+        rows[index][2] = value
+    return change
+
+
+def set_element(index: int, position: int, value: float):
+    def change(rows):
+        rows[index][2][position] = value
+    return change
+
+
+def set_id(index: int, value):
+    def change(rows):
+        rows[index][0] = value
+    return change
+
+
+def string_vectors(spark, path):
+    rows = [[i, t, ",".join(map(str, v))] for i, t, v in base_rows()]
+    return write_rows(spark, rows, path, schema="id long, topic string, embedding string")
+
+
+def empty_table(spark, path):
+    return write_rows(spark, [], path)
+
+
+def plain_parquet(spark, path):
+    spark.createDataFrame(gaussian_table()).write.parquet(str(path))
+    return str(path)
+
+
+def valid_delta(spark, path):
+    return write_delta(spark, gaussian_table(), path)
+
+
+# ---------------------------------------------------------------- running the command
+
+def cli_args(source, output=None, **flags) -> list[str]:
+    """``unlearn`` argv: defaults to --unwanted UNWANTED and --quiet; a flag set to None is left out."""
+    values = {"source": str(source), "unwanted": UNWANTED, "output": None if output is None else str(output)}
+    values.update(flags)
+    argv = ["unlearn", "--quiet"]
+    for name, value in values.items():
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [f"{flag}={value}"]
+    return argv
+
+
+def run(capsys, argv: list[str]) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop anything printed while the table was built
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines, "nothing on stderr"
+    return lines[-1]
+
+
+def assert_failed(code: int, err: str, *words: str, prefix: str = "distunlearn: error:", exit_code: int = 1) -> str:
+    line = last_line(err)
+    assert code == exit_code, f"exit code {code}, stderr: {err!r}"
+    assert line.startswith(prefix), line
+    for word in words:
+        assert word in line, f"{word!r} not in {line!r}"
+    return line
+
+
+def tree(root: Path) -> dict[str, int]:
+    """Every file under ``root`` with its size: a snapshot to compare before and after a run."""
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def assert_nothing_written(root: Path, before: dict[str, int], output, output_existed: bool) -> None:
+    """No file under ``root`` changed, and neither a new output table nor its default manifest appeared."""
+    if output is not None:
+        if not output_existed:
+            assert not os.path.exists(output), f"{output} was created"
+        assert not os.path.exists(str(output).rstrip("/") + "_manifest"), "the manifest was created"
+    assert tree(root) == before, "files changed under the test folder"
+
+
+def expect_error(capsys, tmp_path, argv, output, *words, **kw) -> str:
+    """Run ``argv``, check the failure and its last stderr line, and that nothing was written."""
+    before, existed = tree(tmp_path), output is not None and os.path.exists(output)
+    code, _, err = run(capsys, argv)
+    line = assert_failed(code, err, *words, **kw)
+    assert_nothing_written(tmp_path, before, output, existed)
+    return line
+
+
+@pytest.fixture(scope="module")
+def valid_source(spark, tmp_path_factory) -> str:
+    """One valid table, only ever read, shared by the cases that differ in flags alone."""
+    return valid_delta(spark, tmp_path_factory.mktemp("valid") / "source")
+
+
+# ---------------------------------------------------------------- the harness works
+
+def test_valid_table_succeeds(spark, capsys, tmp_path, valid_source):
+    output = tmp_path / "edited"
+    code, out, err = run(capsys, cli_args(valid_source, output, rule="likelihood_ratio", alpha_rel=0.5,
+                                          epsilon_rel=1.0))
+    assert code == 0, err
+    assert (output / "_delta_log").is_dir()
+    assert (tmp_path / "edited_manifest" / "_delta_log").is_dir()
+    assert "distunlearn: error" not in err
+    assert out.strip()
+    edited = spark.read.format("delta").load(str(output)).count()
+    deleted = spark.read.format("delta").load(str(tmp_path / "edited_manifest")).count()
+    assert deleted > 0 and edited + deleted == 32
+
+
+# ---------------------------------------------------------------- bad source data
+
+@pytest.mark.parametrize("write_source, words", [
+    pytest.param(string_vectors, ("'embedding'", "string"), id="vector-of-type-string"),
+    pytest.param(mutated(set_element(2, 1, math.nan)), ("NaN", "'embedding'", "1 row(s)"), id="nan-in-vector"),
+    pytest.param(mutated(set_element(9, 0, math.inf)), ("Inf", "'embedding'", "1 row(s)"), id="inf-in-vector"),
+    pytest.param(mutated(lambda rows: rows[4][2].append(0.5)), ("ragged", "from 3 to 4"), id="ragged-vectors"),
+    pytest.param(mutated(lambda rows: [[i, t, []] for i, t, _ in rows]), ("zero-length", "'embedding'"),
+                 id="zero-length-vectors"),
+    pytest.param(mutated(set_vector(7, None)), ("null vector", "'embedding'"), id="null-vector"),
+    pytest.param(mutated(set_id(3, None)), ("null id", "'id'"), id="null-id"),
+    pytest.param(mutated(set_id(12, 100)), ("duplicate", "'id'"), id="duplicate-ids"),
+    pytest.param(empty_table, ("empty",), id="empty-table"),
+])
+def test_bad_source_data(spark, capsys, tmp_path, write_source, words):
+    source = write_source(spark, tmp_path / "source")
+    output = tmp_path / "edited"
+    expect_error(capsys, tmp_path, cli_args(source, output), output, *words)
+
+
+# ---------------------------------------------------------------- bad flags on a valid table
+
+@pytest.mark.parametrize("flags, words", [
+    pytest.param({"id_col": "user_id"}, ("id column", "'user_id'"), id="missing-id-column"),
+    pytest.param({"vector_col": "vec"}, ("vector column", "'vec'"), id="missing-vector-column"),
+    pytest.param({"unwanted": "topic = 'nothing'"}, ("unwanted domain is empty",), id="empty-unwanted-domain"),
+    pytest.param({"retained": "topic = 'nothing'"}, ("retained domain is empty",), id="empty-retained-domain"),
+    pytest.param({"unwanted": "topic = = 'x' AND ("}, ("--unwanted", "not a valid SQL predicate"),
+                 id="unparseable-predicate"),
+    pytest.param({"unwanted": "no_such_column > 1"}, ("--unwanted", "not a valid SQL predicate", "no_such_column"),
+                 id="unknown-column-in-predicate"),
+    pytest.param({"retained": "no_such_column > 1"}, ("--retained", "not a valid SQL predicate", "no_such_column"),
+                 id="unknown-column-in-retained"),
+    pytest.param({"unwanted": "id + 1"}, ("--unwanted", "boolean", "bigint"), id="non-boolean-predicate"),
+    pytest.param({"alpha": -1.0}, ("--alpha", ">= 0", "-1.0"), id="negative-alpha"),
+    pytest.param({"epsilon": "nan"}, ("--epsilon", "finite", "nan"), id="nan-epsilon"),
+    pytest.param({"alpha": 0.1, "alpha_rel": 0.5}, ("--alpha", "--alpha-rel", "only one"), id="alpha-and-alpha-rel"),
+    pytest.param({"ridge": -1.0}, ("--ridge",), id="negative-ridge"),
+])
+def test_bad_flags(capsys, tmp_path, valid_source, flags, words):
+    output = tmp_path / "edited"
+    expect_error(capsys, tmp_path, cli_args(valid_source, output, **flags), output, *words)
+
+
+def test_no_output_and_no_dry_run(capsys, tmp_path, valid_source):
+    line = expect_error(capsys, tmp_path, cli_args(valid_source), None, "--output", "--dry-run")
+    assert "--output" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_config_key(capsys, tmp_path, valid_source):
+    config = tmp_path / "job.toml"
+    config.write_text(f'unwanted = "{UNWANTED}"\nrigde = 0.001\n')
+    output = tmp_path / "edited"
+    expect_error(capsys, tmp_path, cli_args(valid_source, output, config=config), output,
+                 "unknown configuration key", "rigde")
+
+
+# ---------------------------------------------------------------- singular covariance
+
+def test_singular_covariance_needs_ridge(spark, capsys, tmp_path):
+    rng = np.random.default_rng(5)
+    source = write_delta(spark, domain_table(rng.standard_normal((3, 8)) + 2.0, rng.standard_normal((3, 8))),
+                         tmp_path / "source")
+    output = tmp_path / "edited"
+    expect_error(capsys, tmp_path, cli_args(source, output, ridge=0), output, "singular", "--ridge")
+
+    code, _, err = run(capsys, cli_args(source, output))  # the default ridge of 1e-6 makes it invertible
+    assert code == 0, err
+    assert (output / "_delta_log").is_dir()
+
+
+# ---------------------------------------------------------------- bad paths
+
+@pytest.mark.parametrize("write_source, flags, words", [
+    pytest.param(None, {}, ("not a Delta table", "missing"), id="delta-source-does-not-exist"),
+    pytest.param(None, {"format": "parquet"}, ("not found", "missing"), id="parquet-source-does-not-exist"),
+    pytest.param(plain_parquet, {}, ("not a Delta table",), id="parquet-folder-read-as-delta"),
+])
+def test_bad_source_path(spark, capsys, tmp_path, write_source, flags, words):
+    source = tmp_path / ("source" if write_source else "missing")
+    if write_source:
+        write_source(spark, source)
+    output = tmp_path / "edited"
+    expect_error(capsys, tmp_path, cli_args(source, output, **flags), output, *words)
+
+
+def test_output_already_holds_a_table(spark, capsys, tmp_path, valid_source):
+    output = Path(valid_delta(spark, tmp_path / "existing"))
+    expect_error(capsys, tmp_path, cli_args(valid_source, output), output, "--output", "already holds data")
+    assert spark.read.format("delta").load(str(output)).count() == 32
+
+
+def test_output_is_the_source(spark, capsys, tmp_path):
+    source = valid_delta(spark, tmp_path / "source")
+    expect_error(capsys, tmp_path, cli_args(source, source), source, "--output", "is the source")
+    expect_error(capsys, tmp_path, cli_args(source, source + "/"), source, "--output", "is the source")
+    assert spark.read.format("delta").load(source).count() == 32
+
+
+# ---------------------------------------------------------------- infeasible thresholds
+
+def test_infeasible_thresholds(capsys, tmp_path, valid_source):
+    output = tmp_path / "edited"
+    before = tree(tmp_path)
+    code, out, err = run(capsys, cli_args(valid_source, output, alpha=1000, epsilon_rel=1.0))
+    assert_failed(code, err, "best alpha", "frontier", "1000", prefix="distunlearn: infeasible:", exit_code=2)
+    assert_nothing_written(tmp_path, before, output, output_existed=False)
+    assert out.strip(), "the summary of how close each rule got is printed"

@@ -1,0 +1,206 @@
+"""The job on real Delta tables, checked against brute force and an independent Delta reader."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import deltalake
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+import reference
+from conftest import domain_table, write_delta
+from distunlearn.cli import main
+from distunlearn.config import UnlearnConfig
+from distunlearn.job import run_unlearn
+from distunlearn.spark.source import Source, labelled_rows
+from distunlearn.spark.statistics import domain_moments
+from distunlearn.synthetic import gaussian_domains
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAINS = dict(unwanted="topic = 'unwanted'", retained="topic = 'retained'")
+
+
+def as_stored(x):
+    """Vectors as the float32 column holds them."""
+    return x.astype(np.float32).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def generated(spark, tmp_path_factory):
+    """60 unwanted, 240 retained and 30 rows in neither domain, 4 dims, Delta in 3 files."""
+    x1, x2 = gaussian_domains(60, 240, 4, shift=0.8, seed=11, offset=3.0)
+    x3 = np.random.default_rng(2).standard_normal((30, 4)) + 5.0
+    table = domain_table(x1, x2, x_neither=x3, seed=5)
+    path = write_delta(spark, table, tmp_path_factory.mktemp("src") / "events")
+    ids = table.column("id").to_numpy()
+    return dict(path=path, table=table, x1=as_stored(x1), x2=as_stored(x2), ids1=ids[:60], ids2=ids[60:300])
+
+
+def manifest_ids(spark, path, run_id=None):
+    df = spark.read.format("delta").load(path)
+    if run_id:
+        df = df.where(F.col("run_id") == run_id)
+    return sorted(r["id"] for r in df.select("id").collect())
+
+
+def edited_vectors(path):
+    """Vectors per topic of the edited table, read by delta-rs (not Spark)."""
+    table = deltalake.DeltaTable(path).to_pyarrow_table()
+    topic = np.array(table.column("topic").to_pylist())
+    x = np.array(table.column("embedding").to_pylist(), dtype=np.float64)
+    return table, {t: x[topic == t] for t in ("unwanted", "retained", "other")}
+
+
+@pytest.mark.parametrize("rule", ["distance_to_retained", "likelihood_ratio"])
+def test_deleted_set_is_the_brute_force_smallest_and_edited_table_meets_thresholds(spark, generated, tmp_path, rule):
+    out = str(tmp_path / "edited")
+    config = UnlearnConfig(source=generated["path"], rule=rule, alpha_rel=0.5, epsilon_rel=1.0, output=out,
+                           report=str(tmp_path / "report.json"), order_chunks=3, **DOMAINS)
+    report = run_unlearn(spark, config)
+
+    x1, x2, ids1 = generated["x1"], generated["x2"], generated["ids1"]
+    f, rows = reference.smallest_budget(x1, x2, ids1, rule, report["alpha"], report["epsilon"])
+    assert report["deleted"] == f and f > 0
+    assert manifest_ids(spark, out + "_manifest") == sorted(ids1[rows].tolist())
+
+    table, by_topic = edited_vectors(out)
+    source_ids = set(generated["table"].column("id").to_pylist())
+    assert set(table.column("id").to_pylist()) == source_ids - set(ids1[rows].tolist())
+    assert table.schema.names == generated["table"].schema.names
+    assert len(by_topic["other"]) == 30 and len(by_topic["retained"]) == 240
+    sigma = reference.pooled_covariance(x1, x2)
+    m_f = np.vstack([by_topic["retained"], by_topic["unwanted"]]).mean(0)
+    removal, preservation = reference.kl(x1.mean(0), m_f, sigma), reference.kl(x2.mean(0), m_f, sigma)
+    assert removal >= report["alpha"] and preservation <= report["epsilon"]
+    assert report["kl_removal_after"] == pytest.approx(removal, rel=1e-6)
+    assert report["kl_preservation_after"] == pytest.approx(preservation, rel=1e-6)
+    assert json.loads(Path(tmp_path / "report.json").read_text()) == report
+
+
+def test_report_figures_match_numpy(spark, generated, tmp_path):
+    report = run_unlearn(spark, UnlearnConfig(source=generated["path"], rule="likelihood_ratio", alpha_rel=0.5,
+                                              epsilon_rel=1.0, output=str(tmp_path / "o"), run_id="r-1", **DOMAINS))
+    x1, x2 = generated["x1"], generated["x2"]
+    sigma = reference.pooled_covariance(x1, x2)
+    m0 = np.vstack([x1, x2]).mean(0)
+    kappa = reference.kl(x1.mean(0), x2.mean(0), sigma)
+    before1, before2 = reference.kl(x1.mean(0), m0, sigma), reference.kl(x2.mean(0), m0, sigma)
+    assert (report["n_unwanted"], report["n_retained"], report["dims"]) == (60, 240, 4)
+    assert report["kappa"] == pytest.approx(kappa, rel=1e-6)
+    assert report["kl_removal_before"] == pytest.approx(before1, rel=1e-6)
+    assert report["kl_preservation_before"] == pytest.approx(before2, rel=1e-6)
+    assert report["alpha"] == pytest.approx(before1 + 0.5 * (kappa - before1), rel=1e-6)
+    assert report["epsilon"] == pytest.approx(before2, rel=1e-6)
+    assert report["alpha_max_at_epsilon"] == pytest.approx((np.sqrt(kappa) + np.sqrt(before2)) ** 2, rel=1e-6)
+    assert (report["source_version"], report["output_version"], report["run_id"]) == (0, 0, "r-1")
+    manifest = spark.read.format("delta").load(report["manifest"])
+    assert manifest.columns == ["run_id", "id", "rule", "score", "rank"]
+    ranks = sorted(r["rank"] for r in manifest.collect())
+    assert ranks == list(range(1, report["deleted"] + 1))
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{report['output']}`").select("userMetadata").first()[0]
+    assert json.loads(history) == {"distunlearn_run_id": "r-1"}
+
+
+def test_auto_evaluates_every_rule_and_keeps_the_fewest(spark, generated, tmp_path):
+    report = run_unlearn(spark, UnlearnConfig(source=generated["path"], alpha_rel=0.5, epsilon_rel=1.0,
+                                              output=str(tmp_path / "o"), **DOMAINS))
+    needs = {rule: entry["deleted"] for rule, entry in report["rules"].items() if entry["feasible"]}
+    assert set(report["rules"]) == {"likelihood_ratio", "distance_to_retained", "mahalanobis_to_retained",
+                                    "cosine_to_retained", "closest_to_unwanted", "random"}
+    assert report["deleted"] == min(needs.values()) == needs[report["rule"]]
+    rules = {r["rule"] for r in spark.read.format("delta").load(report["manifest"]).select("rule").collect()}
+    assert rules == {report["rule"]}
+
+
+def test_same_input_gives_the_same_set_whatever_the_chunking(spark, generated, tmp_path):
+    manifest = str(tmp_path / "m")
+    for i, chunks in enumerate((1, 7, 7)):
+        run_unlearn(spark, UnlearnConfig(source=generated["path"], rule="random", seed=3, alpha_rel=0.4,
+                                         epsilon_rel=1.0, output=str(tmp_path / f"o{i}"), manifest=manifest,
+                                         run_id=f"run-{i}", order_chunks=chunks, **DOMAINS))
+    sets = [manifest_ids(spark, manifest, f"run-{i}") for i in range(3)]
+    assert sets[0] and sets[0] == sets[1] == sets[2]
+
+
+def test_dry_run_writes_no_table(spark, generated, tmp_path):
+    out = tmp_path / "never"
+    report = run_unlearn(spark, UnlearnConfig(source=generated["path"], rule="likelihood_ratio", dry_run=True,
+                                              output=str(out), report=str(tmp_path / "r.json"), **DOMAINS))
+    assert report["deleted"] > 0 and report["output_version"] is None
+    assert not out.exists() and not Path(str(out) + "_manifest").exists()
+    assert json.loads((tmp_path / "r.json").read_text())["dry_run"] is True
+
+
+@pytest.mark.parametrize("id_type,vector_type", [("string", "double"), ("decimal", "ml"), ("long", "double")])
+def test_id_and_vector_types(spark, tmp_path, id_type, vector_type):
+    x1, x2 = gaussian_domains(30, 90, 3, shift=1.0, seed=21)
+    table = domain_table(x1, x2, id_type=id_type, vector_type="double")
+    df = spark.createDataFrame(table)
+    if vector_type == "ml":
+        from pyspark.ml.functions import array_to_vector
+
+        df = df.withColumn("embedding", array_to_vector("embedding"))
+    src = str(tmp_path / "src")
+    df.write.format("delta").save(src)
+    report = run_unlearn(spark, UnlearnConfig(source=src, rule="likelihood_ratio", output=str(tmp_path / "o"),
+                                              **DOMAINS))
+    ids1 = np.array(table.column("id").to_pylist()[:30], dtype=object)
+    f, rows = reference.smallest_budget(x1, x2, ids1, "likelihood_ratio", report["alpha"], report["epsilon"])
+    assert report["deleted"] == f
+    assert manifest_ids(spark, report["manifest"]) == sorted(ids1[rows].tolist())
+
+
+def test_parquet_source(spark, generated, tmp_path):
+    src = str(tmp_path / "pq")
+    spark.read.format("delta").load(generated["path"]).write.parquet(src)
+    report = run_unlearn(spark, UnlearnConfig(source=src, format="parquet", rule="likelihood_ratio",
+                                              output=str(tmp_path / "o"), **DOMAINS))
+    assert report["source_version"] is None and report["deleted"] > 0
+    assert spark.read.format("delta").load(str(tmp_path / "o")).count() == 330 - report["deleted"]
+
+
+def test_statistics_pass_is_exact_with_a_large_offset(spark, tmp_path):
+    x1, x2 = gaussian_domains(200, 600, 3, shift=0.01, seed=4, offset=1e4)
+    x1, x2 = x1 * 1.0, x2 * 1.0
+    path = write_delta(spark, domain_table(x1, x2, vector_type="double"), tmp_path / "t", partitions=7)
+    labelled = labelled_rows(Source.read(spark, path), "id", "embedding", **DOMAINS)
+    unwanted, retained = domain_moments(labelled, "id", "embedding")
+    for moments, x in ((unwanted, x1), (retained, x2)):
+        assert moments.n == len(x)
+        np.testing.assert_allclose(moments.mean, x.mean(0), rtol=1e-14)
+        np.testing.assert_allclose(moments.m2, (x - x.mean(0)).T @ (x - x.mean(0)), rtol=1e-8, atol=1e-8)
+
+
+def test_demo_compares_the_papers_rule_and_likelihood_ratio_with_random(spark, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["demo", "--lakehouse", str(tmp_path / "lake"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for rule in ("distance_to_retained", "likelihood_ratio", "random"):
+        assert rule in out
+    report = json.loads((tmp_path / "lake" / "demo_report.json").read_text())
+    rules = report["rules"]
+    assert rules["likelihood_ratio"]["deleted"] < rules["distance_to_retained"]["deleted"] < rules["random"]["deleted"]
+    assert deltalake.DeltaTable(str(tmp_path / "lake" / "demo_edited")).to_pyarrow_table().num_rows == \
+        27000 - report["deleted"]
+
+
+def test_spark_submit_with_the_bundle(generated, tmp_path):
+    """jobs/unlearn.py under spark-submit, with the package shipped as --py-files."""
+    bundle = tmp_path / "distunlearn.zip"
+    assert main(["bundle", "--out", str(bundle)]) == 0
+    submit = Path(sys.executable).parent / "spark-submit"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    out = tmp_path / "edited"
+    proc = subprocess.run(
+        [str(submit), "--master", "local[2]", "--properties-file", str(REPO / "conf/spark-defaults.conf"),
+         "--py-files", str(bundle), str(REPO / "jobs/unlearn.py"), "--source", generated["path"],
+         "--unwanted", DOMAINS["unwanted"], "--retained", DOMAINS["retained"], "--rule", "likelihood_ratio",
+         "--output", str(out), "--quiet"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "likelihood_ratio" in proc.stdout and (out / "_delta_log").is_dir()
