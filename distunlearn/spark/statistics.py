@@ -9,7 +9,7 @@ from distunlearn.errors import DistunlearnError
 from distunlearn.spark.source import RETAINED, UNWANTED
 from distunlearn.udfs.moments import SCHEMA, MomentsAccumulator, merge_moments, partition_moments
 
-MERGE_FAN_IN = 16
+MERGE_FAN_IN = 4
 
 
 def domain_moments(labelled: DataFrame, id_col: str, vector_col: str) -> tuple[DomainMoments, DomainMoments]:
