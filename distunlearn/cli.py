@@ -108,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _configure_logging(quiet: bool) -> None:
     logger = logging.getLogger("distunlearn")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[distunlearn %(asctime)s] %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
+    for old in [h for h in logger.handlers if getattr(h, "distunlearn_cli", False)]:
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)  # the stderr of this call, also when tests capture it
+    handler.distunlearn_cli = True
+    handler.setFormatter(logging.Formatter("[distunlearn %(asctime)s] %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 

@@ -46,6 +46,10 @@ class UnlearnConfig:
             raise DistunlearnError(f"--rule must be one of {', '.join(RULE_CHOICES)}, got {self.rule!r}")
         if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
             raise DistunlearnError(f"--ridge must be a finite number >= 0, got {self.ridge}")
+        for name in ("alpha", "epsilon", "alpha_rel", "epsilon_rel"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise DistunlearnError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
         if self.alpha is not None and self.alpha_rel is not None:
             raise DistunlearnError("give only one of --alpha and --alpha-rel")
         if self.epsilon is not None and self.epsilon_rel is not None:

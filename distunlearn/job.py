@@ -12,7 +12,7 @@ from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import BudgetChoice, EditedKL, Thresholds, alpha_max
 from distunlearn.errors import InfeasibleError
 from distunlearn.progress import phase
-from distunlearn.spark.delta_writer import check_manifest, check_output, write_edited, write_manifest
+from distunlearn.spark.delta_writer import check_manifest, check_targets, write_edited, write_manifest
 from distunlearn.spark.ordering import RuleOrdering, score_unwanted
 from distunlearn.spark.source import Source, labelled_rows
 from distunlearn.spark.statistics import domain_moments
@@ -42,8 +42,10 @@ class UnlearnPlan:
 
 def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> UnlearnPlan:
     """Statistics, model, thresholds and every evaluated rule's smallest budget; writes nothing."""
-    if config.output:
-        check_output(config.output, config.source)
+    if not config.dry_run:
+        check_targets(config.source, config.output, config.manifest_path, config.report)
+    elif config.report:
+        check_targets(config.source, None, None, config.report)
     source = Source.read(spark, config.source, config.format)
     labelled = labelled_rows(source, config.id_col, config.vector_col, config.unwanted, config.retained)
     if config.manifest_path and not config.dry_run:

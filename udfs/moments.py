@@ -55,8 +55,11 @@ class MomentsAccumulator:
         self.nonfinite += row["nonfinite"]
         self.min_dim, self.max_dim = min(self.min_dim, row["min_dim"]), max(self.max_dim, row["max_dim"])
         label = row["domain"]
-        if label > 0:
-            dim = len(row["mean"])
+        dim = len(row["mean"])
+        known = {m.dim for m in self.moments.values()}
+        if label > 0 and known and dim not in known:  # partitions of different lengths: ragged input
+            self.min_dim, self.max_dim = min(self.min_dim, dim, *known), max(self.max_dim, dim, *known)
+        elif label > 0:
             part = DomainMoments(row["n"], np.asarray(row["mean"]), np.asarray(row["m2"]).reshape(dim, dim))
             self.moments[label] = self.moments[label].merge(part) if label in self.moments else part
 

@@ -28,12 +28,21 @@ def _holds_data(path: str) -> bool:
     return local is not None and os.path.isdir(local) and bool(os.listdir(local))
 
 
-def check_output(output: str, source: str) -> None:
-    """The edited table goes to a new, empty location that is not the source."""
-    if _local(output) is not None and _local(output) == _local(source):
+def _same(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/") or (_local(a) is not None and _local(a) == _local(b))
+
+
+def check_targets(source: str, output: str | None, manifest: str | None, report: str | None) -> None:
+    """Before any work: the edited table goes to a new, empty location; no two targets collide;
+    the report's folder exists."""
+    if output and _same(output, source):
         raise DistunlearnError("--output is the source table; write the edited table to another path")
-    if _holds_data(output):
+    if output and _holds_data(output):
         raise DistunlearnError(f"--output {output} already holds data; choose a new path")
+    if manifest and (_same(manifest, source) or (output and _same(manifest, output))):
+        raise DistunlearnError("--manifest must be a path of its own, not the source or the output table")
+    if report and not os.path.isdir(os.path.dirname(os.path.abspath(report))):
+        raise DistunlearnError(f"--report {report}: folder {os.path.dirname(report) or '.'} does not exist")
 
 
 def check_manifest(spark: SparkSession, manifest: str, id_type: DataType) -> None:

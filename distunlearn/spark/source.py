@@ -43,6 +43,8 @@ class Source:
         from delta.tables import DeltaTable
 
         if is_path(name):
+            if "://" not in name and not os.path.exists(name):
+                raise DistunlearnError(f"source not found: {name}")
             if not DeltaTable.isDeltaTable(spark, name):
                 raise DistunlearnError(f"source is not a Delta table: {name}")
             table = DeltaTable.forPath(spark, name)
