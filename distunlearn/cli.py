@@ -11,7 +11,7 @@ from distunlearn.config import RULE_CHOICES, UnlearnConfig
 from distunlearn.core.rules import RULE_HELP
 from distunlearn.errors import DistunlearnError, InfeasibleError
 
-EXIT_CODES = "exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible"
+EXIT_CODES = "exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible, 3 source kept changing (conflict)"
 
 
 def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +39,17 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", default=None, help="plan and report, write no table")
     p.add_argument("--run-id", help="run id recorded everywhere (default: a new UUID)")
     p.add_argument("--order-chunks", type=int, help="chunks of the ordered unwanted rows (default: by size)")
+    p.add_argument("--in-place", action="store_true", default=None,
+                   help="delete from the source Delta table itself (MERGE join against the deletion set)")
+    p.add_argument("--requests", help="Delta table of deletion requests: their rows are deleted whatever their domain")
+    p.add_argument("--request-key", help="source column matched against the same-named requests column (default --id-col)")
+    p.add_argument("--purge", action="store_true", default=None,
+                   help="after an in-place delete, erase physically: REORG ... APPLY (PURGE) and VACUUM")
+    p.add_argument("--retention-hours", type=float, help="VACUUM retention of --purge (default 168)")
+    p.add_argument("--hash-ids", action="store_true", default=None,
+                   help="manifest stores HMAC-SHA256(DISTUNLEARN_HASH_KEY, str(id)) instead of the raw id")
+    p.add_argument("--ledger", help="Delta run ledger (default distunlearn_ledger beside the manifest)")
+    p.add_argument("--max-retries", type=int, help="re-plans when another writer commits first (default 3)")
     p.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
     p.add_argument("--master", help="Spark master when not under spark-submit (default local[*])")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

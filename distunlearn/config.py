@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ from distunlearn.core.rules import RULES
 from distunlearn.errors import DistunlearnError
 
 RULE_CHOICES = (*RULES, "auto")
+HASH_KEY_ENV = "DISTUNLEARN_HASH_KEY"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,14 @@ class UnlearnConfig:
     dry_run: bool = False
     run_id: str | None = None
     order_chunks: int | None = None
+    in_place: bool = False
+    requests: str | None = None
+    request_key: str | None = None
+    purge: bool = False
+    retention_hours: float | None = None
+    hash_ids: bool = False
+    ledger: str | None = None
+    max_retries: int = 3
     spark_conf: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -56,8 +67,18 @@ class UnlearnConfig:
             raise DistunlearnError("give only one of --epsilon and --epsilon-rel")
         if self.order_chunks is not None and self.order_chunks < 1:
             raise DistunlearnError("--order-chunks must be >= 1")
-        if not self.dry_run and not self.output:
-            raise DistunlearnError("give --output PATH for the edited table, or --dry-run to plan only")
+        if self.in_place and self.output:
+            raise DistunlearnError("give either --output (a new edited table) or --in-place, not both")
+        if not (self.dry_run or self.output or self.in_place):
+            raise DistunlearnError("give --output PATH for a new edited table, --in-place, or --dry-run to plan only")
+        if self.in_place and self.format != "delta":
+            raise DistunlearnError("--in-place edits a Delta table; the source format is " + self.format)
+        if self.purge and not self.in_place:
+            raise DistunlearnError("--purge erases deleted rows physically from the source: it needs --in-place")
+        if self.retention_hours is not None and not (math.isfinite(self.retention_hours) and self.retention_hours >= 0):
+            raise DistunlearnError(f"--retention-hours must be a finite number >= 0, got {self.retention_hours}")
+        if self.max_retries < 0:
+            raise DistunlearnError("--max-retries must be >= 0")
 
     @property
     def thresholds(self) -> dict:
@@ -72,10 +93,38 @@ class UnlearnConfig:
 
     @property
     def manifest_path(self) -> str | None:
-        """``--manifest``, or ``<output>_manifest`` beside the output table."""
-        if self.manifest or not self.output:
+        """``--manifest``, or ``<output>_manifest`` beside the output (``<source>_manifest`` in place)."""
+        if self.manifest:
             return self.manifest
-        return self.output.rstrip("/") + "_manifest"
+        edited = self.output or (self.source if self.in_place else None)
+        return edited.rstrip("/") + "_manifest" if edited else None
+
+    @property
+    def ledger_path(self) -> str | None:
+        """``--ledger``, or ``distunlearn_ledger`` in the manifest's folder."""
+        if self.ledger or not self.manifest_path:
+            return self.ledger
+        return os.path.join(os.path.dirname(self.manifest_path.rstrip("/")) or ".", "distunlearn_ledger")
+
+    @property
+    def purge_retention_hours(self) -> float:
+        """``--retention-hours``, default Delta's own 168 hours (7 days)."""
+        return 168.0 if self.retention_hours is None else float(self.retention_hours)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the settings that decide the deletion set (not paths of outputs or run id)."""
+        keys = ("source", "format", "id_col", "vector_col", "unwanted", "retained", "alpha", "epsilon", "alpha_rel",
+                "epsilon_rel", "rule", "seed", "ridge", "requests", "request_key")
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def hash_key(self) -> bytes:
+        """The HMAC key of ``--hash-ids``, from the environment variable ``DISTUNLEARN_HASH_KEY``."""
+        key = os.environ.get(HASH_KEY_ENV, "")
+        if not key:
+            raise DistunlearnError(f"--hash-ids needs the HMAC key in the environment variable {HASH_KEY_ENV}")
+        return key.encode("utf-8")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -15,3 +15,9 @@ class InfeasibleError(DistunlearnError):
     def __init__(self, message: str, report: dict | None = None):
         super().__init__(message)
         self.report = report
+
+
+class ConflictError(DistunlearnError):
+    """Other writers kept committing to the source; the bounded re-plans ran out."""
+
+    exit_code = 3

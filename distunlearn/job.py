@@ -1,21 +1,33 @@
 """The unlearn job: read, fit, score, select, write. Each step is one call into the Spark layer."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType
 
 from distunlearn.config import UnlearnConfig
 from distunlearn.core.gaussian import PooledGaussian
-from distunlearn.core.selection import BudgetChoice, EditedKL, Thresholds, alpha_max
-from distunlearn.errors import InfeasibleError
+from distunlearn.core.selection import BudgetChoice, EditedKL, Removed, Thresholds, alpha_max
+from distunlearn.errors import ConflictError, DistunlearnError, InfeasibleError
+from distunlearn.lineage import Lineage
 from distunlearn.progress import phase
-from distunlearn.spark.delta_writer import check_manifest, check_targets, write_edited, write_manifest
+from distunlearn.spark.delta_writer import (check_manifest, check_targets, committed_version, latest_version,
+                                            manifest_rows, merge_delete, write_edited, write_manifest)
+from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.ordering import RuleOrdering, score_unwanted
-from distunlearn.spark.source import Source, labelled_rows
+from distunlearn.spark.purge import purge
+from distunlearn.spark.source import Source, first_line, labelled_rows, read_requests
 from distunlearn.spark.statistics import domain_moments
+from distunlearn.udfs.scoring import REQUESTED_TOTALS_SCHEMA, requested_totals
+
+log = logging.getLogger("distunlearn")
 
 
 @dataclass
@@ -31,6 +43,9 @@ class UnlearnPlan:
     choices: list[BudgetChoice]
     chosen: BudgetChoice
     ordering: RuleOrdering
+    requested: DataFrame      # (id) of every requested row, whatever its domain
+    removed: Removed          # requested rows of the two domains: already out of the edited data
+    n_requested: int
 
     def infeasible_message(self) -> str:
         eps = self.thresholds.epsilon
@@ -39,17 +54,28 @@ class UnlearnPlan:
                 f"epsilon = {eps:.6g}: the best alpha reachable at that epsilon is {self.chosen.best_alpha:.6g} "
                 f"({self.chosen.rule}); the frontier bound is {alpha_max(self.kl.kappa, eps):.6g}")
 
+    def manifest(self, hash_key: bytes | None) -> DataFrame:
+        return manifest_rows(self.ordering.deleted(self.chosen.deleted), self.requested, self.run_id,
+                             self.chosen.rule, hash_key)
+
+    def deleted_ids(self) -> DataFrame:
+        return self.ordering.deleted(self.chosen.deleted).select("id").unionByName(self.requested)
+
+    def model_record(self) -> dict:
+        """The fitted model, kept in the ledger so ``verify`` can recompute the KLs later."""
+        m = self.model
+        return {"mu1": m.mu1.tolist(), "mu2": m.mu2.tolist(), "sigma": m.sigma.ravel().tolist()}
+
 
 def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> UnlearnPlan:
     """Statistics, model, thresholds and every evaluated rule's smallest budget; writes nothing."""
-    if not config.dry_run:
-        check_targets(config.source, config.output, config.manifest_path, config.report)
-    elif config.report:
-        check_targets(config.source, None, None, config.report)
     source = Source.read(spark, config.source, config.format)
-    labelled = labelled_rows(source, config.id_col, config.vector_col, config.unwanted, config.retained)
+    requests = read_requests(spark, config.requests, config.request_key or config.id_col) if config.requests else None
+    labelled = labelled_rows(source, config.id_col, config.vector_col, config.unwanted, config.retained,
+                             requests, config.request_key)
     if config.manifest_path and not config.dry_run:
-        check_manifest(spark, config.manifest_path, labelled.schema["id"].dataType)
+        check_manifest(spark, config.manifest_path,
+                       StringType() if config.hash_ids else labelled.schema["id"].dataType)
 
     with phase("statistics pass") as detail:
         unwanted, retained = domain_moments(labelled, config.id_col, config.vector_col)
@@ -57,20 +83,34 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> 
     model = PooledGaussian.fit(unwanted, retained, config.ridge)
     kl = EditedKL.from_model(model)
     thresholds = Thresholds.resolve(kl, **config.thresholds)
+    removed, n_requested = Removed.nothing(model.dim), 0
+    if requests is not None:
+        with phase("deletion requests") as detail:
+            removed, n_requested = _requested_removal(labelled, model)
+            detail.update(rows=n_requested, in_domains=removed.count)
 
     with phase("scoring pass") as detail:
-        scored = score_unwanted(labelled, model, config.rules, config.seed)
-        detail.update(rows=model.n1, rules=len(config.rules))
+        scored = score_unwanted(labelled.where(~F.col("requested")), model, config.rules, config.seed)
+        detail.update(rules=len(config.rules))
     choices, best = [], None
     for rule in config.rules:
         with phase(f"selection, {rule}") as detail:
             ordering = RuleOrdering(scored, rule, model.n1, model.dim, config.order_chunks)
-            choice = ordering.choose(kl, thresholds)
+            choice = ordering.choose(kl, thresholds, removed)
             detail.update(chunks=ordering.chunks, deleted=choice.deleted if choice.feasible else "infeasible")
         choices.append(choice)
         if best is None or _better(choice, best[0]):
             best = (choice, ordering)
-    return UnlearnPlan(run_id, config, source, model, kl, thresholds, choices, best[0], best[1])
+    requested = labelled.where(F.col("requested")).select("id")
+    return UnlearnPlan(run_id, config, source, model, kl, thresholds, choices, best[0], best[1], requested,
+                       removed, n_requested)
+
+
+def _requested_removal(labelled: DataFrame, model: PooledGaussian) -> tuple[Removed, int]:
+    rows = labelled.where(F.col("requested")).select("domain", "vec") \
+        .mapInArrow(requested_totals(model), REQUESTED_TOTALS_SCHEMA).collect()
+    z = np.sum([np.asarray(r["z"]) for r in rows], axis=0) if rows else np.zeros(model.dim)
+    return Removed(int(sum(r["n"] for r in rows)), z), int(sum(r["rows"] for r in rows))
 
 
 def _better(a: BudgetChoice, b: BudgetChoice) -> bool:
@@ -81,24 +121,108 @@ def _better(a: BudgetChoice, b: BudgetChoice) -> bool:
 
 
 def run_unlearn(spark: SparkSession, config: UnlearnConfig) -> dict:
-    """Plan, then (unless ``dry_run``) write the edited table and the manifest; returns the report."""
-    from distunlearn.report import build_report
+    """Plan, then (unless ``dry_run``) write the manifest and the edit, purge if asked; returns the report.
 
+    Idempotent per run id: a run that already succeeded is reported again, not repeated; a run that
+    died after its edit committed is finished (purge, ledger) without planning again.
+    """
     run_id = config.run_id or str(uuid.uuid4())
-    plan = plan_unlearning(spark, config, run_id)
-    if not plan.chosen.feasible:
-        raise InfeasibleError(plan.infeasible_message(), report=build_report(plan))
-    versions = {}
-    if not config.dry_run:
-        deleted = plan.ordering.deleted(plan.chosen.deleted)
-        with phase("writing edited table"):
-            versions["output_version"] = write_edited(spark, plan.source.df, deleted, config.id_col,
-                                                      config.output, run_id)
-        with phase("writing manifest"):
-            versions["manifest_version"] = write_manifest(spark, deleted, run_id, plan.chosen.rule,
-                                                          config.manifest_path)
-    report = build_report(plan, **versions)
+    hash_key = config.hash_key() if config.hash_ids else None
+    ledger = Ledger(spark, config.ledger_path) if config.ledger_path and not config.dry_run else None
+    earlier = ledger.get(run_id) if ledger else None
+    if earlier and earlier["status"] == "succeeded":
+        log.info("run %s already succeeded; nothing to do", run_id)
+        return {**json.loads(earlier["report"]), "repeated": True}
+    lineage = Lineage(run_id)
+    lineage.start(config.source)
+    try:
+        report = _edit(spark, config, run_id, ledger, hash_key)
+        if config.purge:
+            with phase("purge (REORG, VACUUM)") as detail:
+                report["purge"] = purge(spark, config.source, config.purge_retention_hours, run_id,
+                                        report["source_version_written"])
+                detail.update(retention_hours=config.purge_retention_hours)
+        if ledger:
+            ledger.record(run_id, "succeeded", report)
+    except Exception as exc:
+        if ledger and ledger.get(run_id) is not None:
+            ledger.record(run_id, "failed", error=first_line(exc))
+        lineage.fail(config.source, first_line(exc))
+        raise
+    lineage.complete(report)
     if config.report:
         with open(config.report, "w") as fh:
             json.dump(report, fh, indent=2)
     return report
+
+
+def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledger | None,
+          hash_key: bytes | None) -> dict:
+    """Plan and commit the edit, re-planning when another writer commits to the source first."""
+    from distunlearn.report import build_report
+
+    target = config.source if config.in_place else config.output
+    for attempt in range(config.max_retries + 1):
+        done = committed_version(spark, target, run_id, ("MERGE",) if config.in_place else ("WRITE",)) \
+            if target and not config.dry_run else None
+        if done is not None and ledger and ledger.report(run_id):
+            log.info("run %s: the edit committed as version %d earlier; finishing the run", run_id, done)
+            return _with_version(ledger.report(run_id), config, done)
+        if not config.dry_run:
+            check_targets(config.source, None if config.in_place else config.output, config.manifest_path,
+                          config.report)
+        elif config.report:
+            check_targets(config.source, None, None, config.report)
+        plan = plan_unlearning(spark, config, run_id)
+        if not plan.chosen.feasible:
+            raise InfeasibleError(plan.infeasible_message(), report=build_report(plan))
+        if config.dry_run:
+            return build_report(plan)
+        report = build_report(plan)
+        if ledger:
+            ledger.record(run_id, "planned", report, plan.model_record(), config.fingerprint)
+        with phase("writing manifest"):
+            report["manifest_version"] = write_manifest(spark, plan.manifest(hash_key), run_id, config.manifest_path)
+        try:
+            with phase("committing the edit") as detail:
+                version = _commit(spark, config, plan, run_id)
+                detail.update(version=version)
+        except _CONFLICTS as exc:
+            log.warning("attempt %d: %s changed while planning (%s); planning again", attempt + 1, config.source,
+                        first_line(exc))
+            continue
+        report = _with_version(report, config, version)
+        if ledger:
+            ledger.record(run_id, "committed", report)
+        return report
+    raise ConflictError(f"{config.source} kept changing under the run: gave up after {config.max_retries + 1} "
+                        f"attempts (run id {run_id}); rerun with --run-id {run_id}")
+
+
+class SourceChanged(Exception):
+    """The source has a newer version than the one planned on."""
+
+
+def _conflict_types() -> tuple[type, ...]:
+    from delta import exceptions as e
+
+    return (SourceChanged, e.ConcurrentAppendException, e.ConcurrentDeleteReadException,
+            e.ConcurrentDeleteDeleteException, e.ConcurrentTransactionException, e.MetadataChangedException,
+            e.ProtocolChangedException, e.ConcurrentWriteException)
+
+
+_CONFLICTS = _conflict_types()
+
+
+def _commit(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan, run_id: str) -> int:
+    if not config.in_place:
+        return write_edited(spark, plan.source.df, plan.deleted_ids(), config.id_col, config.output, run_id)
+    current = latest_version(spark, config.source)
+    if current != plan.source.version:
+        raise SourceChanged(f"version {current} is newer than the planned version {plan.source.version}")
+    return merge_delete(spark, config.source, plan.deleted_ids(), config.id_col, run_id)
+
+
+def _with_version(report: dict, config: UnlearnConfig, version: int) -> dict:
+    key = "source_version_written" if config.in_place else "output_version"
+    return {**report, key: version, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}

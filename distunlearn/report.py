@@ -21,7 +21,7 @@ def _rule_entry(choice: BudgetChoice, n_unwanted: int) -> dict:
     }
 
 
-def build_report(plan, output_version: int | None = None, manifest_version: int | None = None) -> dict:
+def build_report(plan) -> dict:
     """Every figure of the run; ``rules`` holds what each evaluated rule would need."""
     cfg, kl, chosen = plan.config, plan.kl, plan.chosen
     removal0, preservation0 = kl.before
@@ -38,6 +38,7 @@ def build_report(plan, output_version: int | None = None, manifest_version: int 
         "thresholds_requested": cfg.thresholds,
         "alpha_max_at_epsilon": alpha_max(kl.kappa, plan.thresholds.epsilon),
         "deleted": chosen.deleted if chosen.feasible else 0,
+        "deleted_requested": plan.n_requested,
         "feasible": chosen.feasible,
         "kl_removal_before": removal0,
         "kl_removal_after": _num(chosen.removal),
@@ -47,10 +48,13 @@ def build_report(plan, output_version: int | None = None, manifest_version: int 
         "source": cfg.source,
         "source_format": cfg.format,
         "source_version": plan.source.version,
-        "output": None if cfg.dry_run else cfg.output,
-        "output_version": output_version,
+        "in_place": cfg.in_place,
+        "requests": cfg.requests,
+        "source_version_written": None,
+        "output": None if cfg.dry_run else (cfg.source if cfg.in_place else cfg.output),
+        "output_version": None,
         "manifest": None if cfg.dry_run else cfg.manifest_path,
-        "manifest_version": manifest_version,
+        "manifest_version": None,
         "dry_run": cfg.dry_run,
         "ridge": cfg.ridge,
         "seed": cfg.seed,
@@ -66,6 +70,8 @@ def summary(report: dict) -> str:
         f"  targets: KL(p1||p_f) >= alpha = {report['alpha']:.4g} (now {report['kl_removal_before']:.4g}), "
         f"KL(p2||p_f) <= epsilon = {report['epsilon']:.4g} (now {report['kl_preservation_before']:.4g}); "
         f"frontier alpha_max(epsilon) = {report['alpha_max_at_epsilon']:.4g}",
+        *([f"  deletion requests: {report['deleted_requested']:,} rows (deleted whatever their domain)"]
+          if report.get("requests") else []),
         f"  {'rule':<25}{'deleted':>10}{'% unwanted':>12}{'KL(p1||p_f)':>14}{'KL(p2||p_f)':>14}",
     ]
     for rule, entry in report["rules"].items():
@@ -80,8 +86,20 @@ def summary(report: dict) -> str:
         lines.append("  no rule meets both thresholds; nothing written")
     elif report["dry_run"]:
         lines.append(f"  dry run: would delete {report['deleted']:,} rows by {report['rule']}; nothing written")
+    elif report["in_place"]:
+        lines.append(f"  deleted {report['deleted']:,} rows by {report['rule']} and {report['deleted_requested']:,} "
+                     f"requested rows in place: {report['source']} version {report['source_version_written']}, "
+                     f"manifest {report['manifest']} (version {report['manifest_version']})")
     else:
         lines.append(f"  deleted {report['deleted']:,} rows by {report['rule']}: edited table {report['output']} "
                      f"(version {report['output_version']}), manifest {report['manifest']} "
                      f"(version {report['manifest_version']})")
+    if report.get("purge"):
+        vacuum = report["purge"].get("vacuum", {})
+        reorg = report["purge"].get("reorg")
+        lines.append(f"  purge: {'REORG rewrote ' + str(reorg.get('numRemovedFiles', 0)) + ' file(s), ' if reorg else ''}"
+                     f"VACUUM (retain {report['purge']['retention_hours']:g} h) deleted "
+                     f"{vacuum.get('numDeletedFiles', 0)} file(s)")
+    if report.get("repeated"):
+        lines.append("  (this run id had already succeeded: nothing was done again)")
     return "\n".join(lines)

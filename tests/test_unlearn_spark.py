@@ -99,7 +99,7 @@ def test_report_figures_match_numpy(spark, generated, tmp_path):
     assert report["alpha_max_at_epsilon"] == pytest.approx((np.sqrt(kappa) + np.sqrt(before2)) ** 2, rel=1e-6)
     assert (report["source_version"], report["output_version"], report["run_id"]) == (0, 0, "r-1")
     manifest = spark.read.format("delta").load(report["manifest"])
-    assert manifest.columns == ["run_id", "id", "rule", "score", "rank"]
+    assert manifest.columns == ["run_id", "id", "reason", "rule", "score", "rank"]
     ranks = sorted(r["rank"] for r in manifest.collect())
     assert ranks == list(range(1, report["deleted"] + 1))
     history = spark.sql(f"DESCRIBE HISTORY delta.`{report['output']}`").select("userMetadata").first()[0]

@@ -136,20 +136,34 @@ class BudgetChoice:
     deleted: int | None          # None: no budget of this rule meets both thresholds
     removal: float               # KL(p1||p_f) after deleting (nan when infeasible)
     preservation: float          # KL(p2||p_f) after deleting (nan when infeasible)
-    best_alpha: float            # largest KL(p1||p_f) this rule reaches with KL(p2||p_f) <= epsilon
+    best_alpha: float            # largest KL(p1||p_f) with KL(p2||p_f) <= epsilon (over all budgets when infeasible)
 
     @property
     def feasible(self) -> bool:
         return self.deleted is not None
 
 
-def choose_budget(rule: str, kl: EditedKL, thresholds: Thresholds, scans: Iterable[ChunkScan]) -> BudgetChoice:
-    """Combine the scans of consecutive chunks (and the empty deletion) into the smallest budget.
+@dataclass(frozen=True)
+class Removed:
+    """Rows removed before the selection starts (deletion requests): their count and whitened sum."""
 
-    Only the budget *before* a chunk's first feasible row is reported by the chunk, so the
-    earliest chunk with a feasible budget wins; chunks after it cannot lower the answer.
+    count: int
+    z: np.ndarray
+
+    @classmethod
+    def nothing(cls, dim: int) -> "Removed":
+        return cls(0, np.zeros(dim))
+
+
+def choose_budget(rule: str, kl: EditedKL, thresholds: Thresholds, scans: Iterable[ChunkScan],
+                  removed: Removed | None = None) -> BudgetChoice:
+    """The smallest budget from the scans of the ordered chunks (in any order) and the empty deletion.
+
+    Each chunk reports the first feasible budget ending inside it, so the smallest over chunks is
+    the answer. Chunk budgets count ``removed`` rows too; the choice counts only the selected rows.
     """
-    removal0, preservation0 = kl.before
+    removed = removed or Removed.nothing(len(kl.delta))
+    removal0, preservation0 = kl.at(removed.count, removed.z)
     best_alpha = removal0 if preservation0 <= thresholds.epsilon else -math.inf
     if thresholds.met(removal0, preservation0):
         return BudgetChoice(rule, 0, removal0, preservation0, best_alpha)
@@ -160,7 +174,7 @@ def choose_budget(rule: str, kl: EditedKL, thresholds: Thresholds, scans: Iterab
             first = scan
     if first is None:
         return BudgetChoice(rule, None, math.nan, math.nan, best_alpha)
-    return BudgetChoice(rule, first.first_feasible, first.removal, first.preservation, best_alpha)
+    return BudgetChoice(rule, first.first_feasible - removed.count, first.removal, first.preservation, best_alpha)
 
 
 def deletion_order(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -168,11 +182,13 @@ def deletion_order(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.lexsort((ids, -np.asarray(scores, dtype=np.float64)))
 
 
-def select_smallest_budget(rule: str, model: PooledGaussian, thresholds: Thresholds,
-                           whitened: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> tuple[BudgetChoice, np.ndarray]:
-    """In-memory selection over all unwanted rows: the choice and the deleted rows' indices."""
+def select_smallest_budget(rule: str, model: PooledGaussian, thresholds: Thresholds, whitened: np.ndarray,
+                           scores: np.ndarray, ids: np.ndarray,
+                           removed: Removed | None = None) -> tuple[BudgetChoice, np.ndarray]:
+    """In-memory selection over the candidate unwanted rows: the choice and the deleted rows' indices."""
     kl = EditedKL.from_model(model)
     order = deletion_order(scores, ids)
-    scan = scan_chunk([whitened[order]], kl, thresholds, 0, np.zeros(model.dim))
-    choice = choose_budget(rule, kl, thresholds, [scan])
+    removed = removed or Removed.nothing(model.dim)
+    scan = scan_chunk([whitened[order]], kl, thresholds, removed.count, removed.z)
+    choice = choose_budget(rule, kl, thresholds, [scan], removed)
     return choice, order[: choice.deleted or 0]

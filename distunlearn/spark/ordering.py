@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, StructType
 
 from distunlearn.core.gaussian import PooledGaussian
-from distunlearn.core.selection import BudgetChoice, ChunkScan, EditedKL, Thresholds, choose_budget
+from distunlearn.core.selection import BudgetChoice, ChunkScan, EditedKL, Removed, Thresholds, choose_budget
 from distunlearn.spark.source import UNWANTED
 from distunlearn.udfs.ordering import SCAN_SCHEMA, TOTALS_SCHEMA, chunk_scanner, chunk_totals, ranked_rows
 from distunlearn.udfs.scoring import score_column, scorer
@@ -54,11 +54,12 @@ class RuleOrdering:
             self.before[chunk] = (count, z)
             count, z = count + totals[chunk][0], z + totals[chunk][1]
 
-    def choose(self, kl: EditedKL, thresholds: Thresholds) -> BudgetChoice:
-        """The smallest budget of this rule, from one scan of every chunk."""
-        rows = self.rows.mapInArrow(chunk_scanner(kl, thresholds, self.before), SCAN_SCHEMA).collect()
+    def choose(self, kl: EditedKL, thresholds: Thresholds, removed: Removed) -> BudgetChoice:
+        """The smallest budget of this rule after the ``removed`` rows, from one scan of every chunk."""
+        before = {chunk: (n + removed.count, z + removed.z) for chunk, (n, z) in self.before.items()}
+        rows = self.rows.mapInArrow(chunk_scanner(kl, thresholds, before), SCAN_SCHEMA).collect()
         scans = [ChunkScan(r["first_feasible"], r["removal"], r["preservation"], r["best_alpha"]) for r in rows]
-        return choose_budget(self.rule, kl, thresholds, scans)
+        return choose_budget(self.rule, kl, thresholds, scans, removed)
 
     def deleted(self, budget: int) -> DataFrame:
         """(id, score, rank) of the first ``budget`` rows in deletion order."""

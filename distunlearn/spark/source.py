@@ -91,16 +91,33 @@ def predicate(df: DataFrame, sql: str, flag: str) -> Column:
     return F.coalesce(expr, F.lit(False))
 
 
-def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, retained: str | None) -> DataFrame:
-    """Columns (id, domain, vec): domain 1 unwanted, 2 retained, null for rows in neither.
+def read_requests(spark: SparkSession, path: str, key: str) -> DataFrame:
+    """Distinct non-null keys of a deletion-requests Delta table, as one column ``__request_key``."""
+    requests = Source.read(spark, path, "delta").df
+    if key not in requests.columns:
+        raise DistunlearnError(f"--requests table {path} has no column {key!r} (columns: {', '.join(requests.columns)})")
+    return requests.select(col(key).alias("__request_key")).where(F.col("__request_key").isNotNull()).distinct()
+
+
+def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, retained: str | None,
+                  requests: DataFrame | None = None, request_key: str | None = None) -> DataFrame:
+    """Columns (id, domain, vec, requested): domain 1 unwanted, 2 retained, null for rows in neither;
+    ``requested`` when the row's ``request_key`` (default the id) is in ``requests``.
 
     A row matching both predicates is unwanted.
     """
     df = source.df
-    if id_col not in df.columns:
-        raise DistunlearnError(f"id column {id_col!r} not in the source (columns: {', '.join(df.columns)})")
+    key = request_key or id_col
+    for name, flag in ((id_col, "id column"), (key, "--request-key column")):
+        if name not in df.columns:
+            raise DistunlearnError(f"{flag} {name!r} not in the source (columns: {', '.join(df.columns)})")
     vec = vector_as_array(df, vector_col)
     is_unwanted = predicate(df, unwanted, "--unwanted")
     is_retained = predicate(df, retained, "--retained") if retained else ~is_unwanted
     domain = F.when(is_unwanted, F.lit(UNWANTED)).when(is_retained, F.lit(RETAINED))
-    return df.select(col(id_col).alias("id"), domain.cast("int").alias("domain"), vec.alias("vec"))
+    requested = F.lit(False)
+    if requests is not None:
+        df = df.join(requests, col(key) == F.col("__request_key"), "left")
+        requested = F.col("__request_key").isNotNull()
+    return df.select(col(id_col).alias("id"), domain.cast("int").alias("domain"), vec.alias("vec"),
+                     requested.alias("requested"))

@@ -1,0 +1,74 @@
+"""The run ledger: a Delta table with one row per run id, upserted as the run moves on."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
+
+from distunlearn.spark.delta_writer import commit_context
+
+_DOUBLES = ("alpha", "epsilon", "kappa", "kl_removal_before", "kl_removal_after", "kl_preservation_before",
+            "kl_preservation_after")
+SCHEMA = StructType(
+    [StructField(name, StringType()) for name in ("run_id", "status")]
+    + [StructField(name, TimestampType()) for name in ("started_at", "updated_at")]
+    + [StructField("source", StringType()), StructField("source_version_read", LongType()),
+       StructField("source_version_written", LongType()), StructField("output", StringType()),
+       StructField("output_version", LongType()), StructField("rule", StringType())]
+    + [StructField(name, DoubleType()) for name in _DOUBLES]
+    + [StructField(name, LongType()) for name in ("deleted_distributional", "deleted_requested")]
+    + [StructField(name, StringType()) for name in ("config_hash", "model", "report", "error")])
+
+
+class Ledger:
+    """One row per run: status (planned, committed, succeeded, failed), versions, thresholds, KLs,
+    counts by reason, rule, config hash, the fitted model (for ``verify``) and the report as JSON."""
+
+    def __init__(self, spark: SparkSession, path: str):
+        self.spark, self.path = spark, path
+
+    def _exists(self) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, self.path)
+
+    def get(self, run_id: str) -> dict | None:
+        if not self._exists():
+            return None
+        row = self.spark.read.format("delta").load(self.path).where(F.col("run_id") == run_id).first()
+        return None if row is None else row.asDict()
+
+    def report(self, run_id: str) -> dict | None:
+        row = self.get(run_id)
+        return None if row is None or not row["report"] else json.loads(row["report"])
+
+    def record(self, run_id: str, status: str, report: dict | None = None, model: dict | None = None,
+               config_hash: str | None = None, error: str | None = None) -> None:
+        """Insert or update this run's row; fields not given keep their earlier values."""
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        values = {"run_id": run_id, "status": status, "started_at": now, "updated_at": now, "error": error}
+        if report is not None:
+            values.update({
+                "source": report["source"], "source_version_read": report["source_version"],
+                "source_version_written": report.get("source_version_written"), "output": report["output"],
+                "output_version": report["output_version"], "rule": report["rule"],
+                "deleted_distributional": report["deleted"], "deleted_requested": report["deleted_requested"],
+                "report": json.dumps(report), **{k: report[k] for k in _DOUBLES}})
+        if model is not None:
+            values["model"] = json.dumps(model)
+        if config_hash is not None:
+            values["config_hash"] = config_hash
+        row = self.spark.createDataFrame([tuple(values.get(f.name) for f in SCHEMA)], SCHEMA)
+        with commit_context(self.spark, run_id):
+            if not self._exists():
+                row.write.format("delta").mode("append").save(self.path)
+                return
+            from delta.tables import DeltaTable
+
+            given = [k for k in values if values[k] is not None or k == "error"]
+            DeltaTable.forPath(self.spark, self.path).alias("l").merge(row.alias("r"), "l.run_id = r.run_id") \
+                .whenMatchedUpdate(set={k: f"r.`{k}`" for k in given if k != "started_at"}) \
+                .whenNotMatchedInsertAll().execute()
