@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -75,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="create a demo lakehouse table and run unlearn on it")
     add_unlearn_arguments(demo)
     demo.add_argument("--lakehouse", default="lakehouse", help="folder of the demo tables (default ./lakehouse)")
+    verify = sub.add_parser("verify", help="check a finished run against the table as it is now",
+                            epilog="exit codes: 0 every check passed, 1 a check failed or bad input")
+    verify.add_argument("--source", required=True, help="the edited Delta table (the source of an in-place run)")
+    verify.add_argument("--run-id", required=True)
+    verify.add_argument("--ledger", help="run ledger (default distunlearn_ledger beside the manifest)")
+    verify.add_argument("--manifest", help="manifest (default: the run's, as the ledger records it)")
+    for flag in ("--id-col", "--vector-col", "--unwanted", "--retained"):
+        verify.add_argument(flag, help="default: as the run recorded it")
+    verify.add_argument("--master")
+    verify.add_argument("--quiet", action="store_true")
     bundle = sub.add_parser("bundle", help="zip the package for spark-submit --py-files")
     bundle.add_argument("--out", default="dist/distunlearn.zip")
     return parser
@@ -89,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _configure_logging(args.quiet)
     try:
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "demo":
             _prepare_demo(args)
         config = config_from_args(args)
@@ -115,6 +128,25 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("distunlearn").debug("failure", exc_info=True)
         print(f"distunlearn: error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from distunlearn.config import HASH_KEY_ENV
+    from distunlearn.spark.session import get_session
+    from distunlearn.verify import verify_run
+
+    ledger = args.ledger or os.path.join(os.path.dirname(args.source.rstrip("/")) or ".", "distunlearn_ledger")
+    key = os.environ.get(HASH_KEY_ENV)
+    checks = verify_run(get_session(master=args.master), args.source, args.run_id, ledger, args.manifest,
+                        key.encode() if key else None, id_col=args.id_col, vector_col=args.vector_col,
+                        unwanted=args.unwanted, retained=args.retained)
+    for check in checks:
+        print(check.line())
+    failed = [c.name for c in checks if not c.passed]
+    if failed:
+        print(f"distunlearn: error: verify failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _configure_logging(quiet: bool) -> None:

@@ -140,7 +140,7 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig) -> dict:
         if config.purge:
             with phase("purge (REORG, VACUUM)") as detail:
                 report["purge"] = purge(spark, config.source, config.purge_retention_hours, run_id,
-                                        report["source_version_written"])
+                                        report["source_version_written"], config.id_col)
                 detail.update(retention_hours=config.purge_retention_hours)
         if ledger:
             ledger.record(run_id, "succeeded", report)

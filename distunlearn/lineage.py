@@ -91,7 +91,8 @@ class Lineage:
 
     def complete(self, report: dict):
         inputs = [(report["source"], report["source_version"])]
-        outputs = [(p, v) for p, v in ((report["output"], report["output_version"]),
+        written = report["source_version_written"] if report.get("in_place") else report["output_version"]
+        outputs = [(p, v) for p, v in ((report["output"], written),
                                        (report["manifest"], report["manifest_version"])) if p]
         self._emit("COMPLETE", inputs, outputs, report=report)
 

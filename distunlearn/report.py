@@ -56,6 +56,9 @@ def build_report(plan) -> dict:
         "manifest": None if cfg.dry_run else cfg.manifest_path,
         "manifest_version": None,
         "dry_run": cfg.dry_run,
+        "hash_ids": cfg.hash_ids,
+        "domains": {"id_col": cfg.id_col, "vector_col": cfg.vector_col, "unwanted": cfg.unwanted,
+                    "retained": cfg.retained},
         "ridge": cfg.ridge,
         "seed": cfg.seed,
     }

@@ -17,6 +17,7 @@ def spark():
         "spark.default.parallelism": "4",
         "spark.ui.enabled": "false",
         "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
     })
     yield session
     session.stop()

@@ -48,6 +48,15 @@ class PooledGaussian:
                 "pass --ridge > 0 (e.g. --ridge 1e-3)")
         return cls(unwanted.n, retained.n, unwanted.mean, retained.mean, sigma, whitener)
 
+    @classmethod
+    def from_parameters(cls, n1: int, n2: int, mu1, mu2, sigma) -> "PooledGaussian":
+        """The model of an earlier run, rebuilt from its stored means and covariance."""
+        sigma = np.asarray(sigma, dtype=np.float64)
+        whitener = _inverse_cholesky(sigma)
+        if whitener is None:
+            raise DistunlearnError("the stored covariance is singular")
+        return cls(n1, n2, np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64), sigma, whitener)
+
     @property
     def dim(self) -> int:
         return int(self.mu1.shape[0])

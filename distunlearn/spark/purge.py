@@ -25,13 +25,29 @@ def _metrics(spark: SparkSession, path: str, operation: str, after_version: int)
                                                                       (row["operationMetrics"] or {}).items()}}
 
 
-def purge(spark: SparkSession, path: str, retention_hours: float, run_id: str, after_version: int) -> dict:
+def id_in_log_statistics(properties: dict, columns: list[str], id_col: str) -> bool:
+    """Whether Delta writes per-file min/max values of the id column into the transaction log."""
+    listed = properties.get("delta.dataSkippingStatsColumns")
+    if listed is not None:
+        return id_col in [c.strip().strip("`") for c in listed.split(",")]
+    indexed = int(properties.get("delta.dataSkippingNumIndexedCols", 32))
+    return indexed < 0 or id_col in columns[:indexed]
+
+
+def purge(spark: SparkSession, path: str, retention_hours: float, run_id: str, after_version: int,
+          id_col: str) -> dict:
     """Rewrite files holding soft-deleted rows, then delete every file the table no longer needs that
     is older than ``retention_hours`` (data, deletion vectors, ``_change_data``). Returns what each did."""
     from delta.tables import DeltaTable
 
-    properties = DeltaTable.forPath(spark, path).detail().select("properties").first()[0] or {}
-    result = {"retention_hours": retention_hours}
+    table = DeltaTable.forPath(spark, path)
+    properties = table.detail().select("properties").first()[0] or {}
+    result = {"retention_hours": retention_hours,
+              "id_in_log_statistics": id_in_log_statistics(properties, table.toDF().columns, id_col)}
+    if result["id_in_log_statistics"]:
+        log.warning("%s collects data-skipping statistics on %r: _delta_log keeps each file's min/max id, which "
+                    "VACUUM never removes; exclude it with ALTER TABLE ... SET TBLPROPERTIES "
+                    "('delta.dataSkippingStatsColumns' = '<other columns>')", path, id_col)
     if str(properties.get("delta.enableDeletionVectors", "false")).lower() == "true":
         with commit_context(spark, run_id):
             spark.sql(f"REORG TABLE {_quoted(path)} APPLY (PURGE)")

@@ -16,6 +16,9 @@ LOCAL_CONF = {
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
     "spark.driver.memory": "2g",
+    "spark.databricks.delta.snapshotPartitions": "8",
+    # VACUUM lists files with this many tasks (default 10000): far too many for one machine
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
 }
 
 
