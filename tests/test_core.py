@@ -160,3 +160,28 @@ def test_infeasible_reports_best_alpha_below_the_frontier():
     removal, preservation = reference.curves(x1, x2, order, sigma)
     assert choice.best_alpha == pytest.approx(removal[preservation <= th.epsilon].max(), rel=1e-9)
     assert choice.best_alpha <= alpha_max(model.kappa, th.epsilon)
+
+
+def test_requested_rows_count_as_already_removed():
+    from distunlearn.core.selection import Removed
+
+    x1, x2 = gaussian_domains(50, 200, 3, shift=0.7, seed=12)
+    ids = np.arange(50)
+    model = fit(x1, x2)
+    kl = EditedKL.from_model(model)
+    th = Thresholds.resolve(kl, alpha_rel=0.6, epsilon_rel=1.0)
+    requested1, requested2 = np.array([3, 17]), np.array([5, 6, 100])       # rows of S1 and of S2
+    removed = Removed(5, model.whiten(x1[requested1]).sum(0) + model.whiten(x2[requested2]).sum(0))
+    candidates = np.setdiff1d(np.arange(50), requested1)
+    y = model.whiten(x1[candidates])
+    scores = score_rows("likelihood_ratio", model, x1[candidates], y)
+    choice, deleted = select_smallest_budget("likelihood_ratio", model, th, y, scores, ids[candidates], removed)
+
+    sigma = reference.pooled_covariance(x1, x2)
+    order = candidates[deletion_order(scores, ids[candidates])]
+    kept2 = np.delete(x2, requested2, axis=0)
+    for f in range(len(candidates) + 1):
+        m_f = np.vstack([kept2, np.delete(x1, np.concatenate([requested1, order[:f]]), axis=0)]).mean(0)
+        if reference.kl(x1.mean(0), m_f, sigma) >= th.alpha and reference.kl(x2.mean(0), m_f, sigma) <= th.epsilon:
+            break
+    assert choice.deleted == f and sorted(candidates[deleted]) == sorted(order[:f])

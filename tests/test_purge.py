@@ -131,3 +131,90 @@ def test_in_place_purge_erases_physically(spark, tmp_path, monkeypatch, capsys, 
     assert main(verify) == 1
     out = capsys.readouterr()
     assert "FAIL deleted ids absent" in out.out and "verify failed" in out.err
+
+
+def purge_args(source, run_id, requests=None):
+    args = ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0",
+            "--rule", "likelihood_ratio", "--run-id", run_id, *DOMAINS_FLAGS]
+    return args + (["--requests", requests] if requests else [])
+
+
+DOMAINS_FLAGS = ["--unwanted", DOMAINS["unwanted"], "--retained", DOMAINS["retained"]]
+
+
+def run_until(args, marker: str, cwd) -> bool:
+    """Run the command in its own process group and SIGKILL it (JVM included) when ``marker`` shows on stderr."""
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    proc = subprocess.Popen([sys.executable, "-m", "distunlearn", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    killed = False
+    for line in proc.stderr:
+        if marker in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+    proc.wait(timeout=300)
+    return killed
+
+
+@pytest.fixture(scope="module")
+def pristine(spark, tmp_path_factory):
+    lake = tmp_path_factory.mktemp("pristine")
+    ids = make_table(spark, lake / "events", FEATURES["deletion-vectors"])
+    requests = requests_table(spark, lake / "requests", [ids[75]])
+    reference = tmp_path_factory.mktemp("reference")
+    shutil.copytree(lake / "events", reference / "events")
+    assert main([*purge_args(reference / "events", "uninterrupted", requests), "--quiet"]) == 0
+    return dict(lake=lake, requests=requests, expected=ids_in(spark, reference / "events"), all_ids=set(ids))
+
+
+@pytest.mark.parametrize("marker", ["writing manifest", "committing the edit", "purge (REORG"])
+def test_killed_run_is_completed_by_a_rerun(spark, tmp_path, pristine, marker):
+    source = tmp_path / "events"
+    shutil.copytree(pristine["lake"] / "events", source)
+    args = purge_args(source, "killed-1", pristine["requests"])
+    assert run_until(args, marker, tmp_path), f"the run ended before {marker!r}"
+    current = ids_in(spark, source)
+    assert current in (pristine["all_ids"], pristine["expected"])      # untouched or fully edited
+    assert main([*args, "--quiet"]) == 0
+    assert ids_in(spark, source) == pristine["expected"]
+    ledger = spark.read.format("delta").load(str(tmp_path / "distunlearn_ledger")).collect()
+    assert [(r["run_id"], r["status"]) for r in ledger] == [("killed-1", "succeeded")]
+    deleted = pristine["all_ids"] - pristine["expected"]
+    for parquet in source.rglob("*.parquet"):
+        if "_delta_log" not in parquet.parts:
+            assert not deleted & set(pq.read_table(parquet, columns=["id"]).column("id").to_pylist())
+
+
+def test_concurrent_append_replans_then_gives_up_with_exit_3(spark, tmp_path, monkeypatch, capsys):
+    import distunlearn.job as job
+
+    source = tmp_path / "events"
+    make_table(spark, source, {})
+    plan = job.plan_unlearning
+    appended = []
+
+    def plan_then_append(spark_, config, run_id):
+        result = plan(spark_, config, run_id)
+        if len(appended) < appends_allowed:
+            new_id = f"late-{len(appended)}"
+            spark.createDataFrame([(new_id, "retained", "late", [0.0, 0.0, 0.0, 0.0])],
+                                  "id string, topic string, payload string, embedding array<float>") \
+                .write.format("delta").mode("append").save(str(source))
+            appended.append(new_id)
+        return result
+
+    monkeypatch.setattr(job, "plan_unlearning", plan_then_append)
+    appends_allowed = 1
+    report = run_unlearn(spark, UnlearnConfig(source=str(source), in_place=True, rule="likelihood_ratio",
+                                              run_id="conflict-1", **DOMAINS))
+    assert report["source_version"] == 1 and report["source_version_written"] == 2
+    assert "late-0" in ids_in(spark, source)
+
+    appends_allowed = 10
+    before = spark.sql(f"DESCRIBE HISTORY delta.`{source}`").where("operation = 'MERGE'").count()
+    code = main(["unlearn", "--source", str(source), "--in-place", "--rule", "likelihood_ratio", "--run-id",
+                 "conflict-2", "--max-retries", "1", "--quiet", *DOMAINS_FLAGS])
+    assert code == 3
+    assert "kept changing" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert spark.sql(f"DESCRIBE HISTORY delta.`{source}`").where("operation = 'MERGE'").count() == before
