@@ -191,10 +191,7 @@ def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledge
             log.warning("attempt %d: %s changed while planning (%s); planning again", attempt + 1, config.source,
                         first_line(exc))
             continue
-        report = _with_version(report, config, version)
-        if ledger:
-            ledger.record(run_id, "committed", report)
-        return report
+        return _with_version(report, config, version)
     raise ConflictError(f"{config.source} kept changing under the run: gave up after {config.max_retries + 1} "
                         f"attempts (run id {run_id}); rerun with --run-id {run_id}")
 

@@ -119,12 +119,12 @@ def test_auto_evaluates_every_rule_and_keeps_the_fewest(spark, generated, tmp_pa
 
 def test_same_input_gives_the_same_set_whatever_the_chunking(spark, generated, tmp_path):
     manifest = str(tmp_path / "m")
-    for i, chunks in enumerate((1, 7, 7)):
+    for i, chunks in enumerate((1, 7)):
         run_unlearn(spark, UnlearnConfig(source=generated["path"], rule="random", seed=3, alpha_rel=0.4,
                                          epsilon_rel=1.0, output=str(tmp_path / f"o{i}"), manifest=manifest,
                                          run_id=f"run-{i}", order_chunks=chunks, **DOMAINS))
-    sets = [manifest_ids(spark, manifest, f"run-{i}") for i in range(3)]
-    assert sets[0] and sets[0] == sets[1] == sets[2]
+    sets = [manifest_ids(spark, manifest, f"run-{i}") for i in range(2)]
+    assert sets[0] and sets[0] == sets[1]
 
 
 def test_dry_run_writes_no_table(spark, generated, tmp_path):

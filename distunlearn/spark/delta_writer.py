@@ -85,7 +85,7 @@ def committed_version(spark: SparkSession, path: str, run_id: str, operations=("
     """Version of this run's data commit to ``path`` (found by its ``userMetadata``), or None."""
     from delta.tables import DeltaTable
 
-    if "://" not in path and not os.path.isdir(os.path.join(path, "_delta_log")):
+    if not DeltaTable.isDeltaTable(spark, path):
         return None
     history = DeltaTable.forPath(spark, path).history()
     hit = history.where((F.col("userMetadata") == commit_metadata(run_id)) & F.col("operation").isin(*operations)) \

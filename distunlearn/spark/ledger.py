@@ -24,7 +24,7 @@ SCHEMA = StructType(
 
 
 class Ledger:
-    """One row per run: status (planned, committed, succeeded, failed), versions, thresholds, KLs,
+    """One row per run: status (planned, succeeded, failed), versions, thresholds, KLs,
     counts by reason, rule, config hash, the fitted model (for ``verify``) and the report as JSON."""
 
     def __init__(self, spark: SparkSession, path: str):
