@@ -204,3 +204,33 @@ def test_spark_submit_with_the_bundle(generated, tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "likelihood_ratio" in proc.stdout and (out / "_delta_log").is_dir()
+
+
+def test_requests_by_another_key_are_deleted_whatever_their_domain(spark, generated, tmp_path):
+    table = generated["table"]
+    payloads = table.column("payload").to_pylist()
+    topics = table.column("topic").to_pylist()
+    picked = {t: payloads[topics.index(t)] for t in ("retained", "other", "unwanted")}
+    spark.createDataFrame([(p,) for p in picked.values()], "payload string").write.format("delta") \
+        .save(str(tmp_path / "requests"))
+    report = run_unlearn(spark, UnlearnConfig(source=generated["path"], rule="likelihood_ratio", output=str(tmp_path / "o"),
+                                              requests=str(tmp_path / "requests"), request_key="payload", **DOMAINS))
+    edited = spark.read.format("delta").load(str(tmp_path / "o"))
+    assert edited.where(F.col("payload").isin(*picked.values())).count() == 0
+    assert report["deleted_requested"] == 3
+    assert edited.count() == 330 - 3 - report["deleted"]
+    reasons = {r["reason"]: r["n"] for r in spark.read.format("delta").load(report["manifest"])
+               .groupBy("reason").agg(F.count("*").alias("n")).collect()}
+    assert reasons == {"request": 3, "distributional": report["deleted"]}
+
+
+def test_lineage_fail_event_on_a_failed_run(spark, generated, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(tmp_path / "events.jsonl"))
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
+    code = main(["unlearn", "--source", generated["path"], "--rule", "likelihood_ratio", "--alpha", "1000",
+                 "--output", str(tmp_path / "o"), "--quiet", "--unwanted", DOMAINS["unwanted"]])
+    assert code == 2
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["eventType"] for e in events] == ["START", "FAIL"]
+    assert "best alpha" in events[1]["run"]["facets"]["errorMessage"]["message"]

@@ -1,0 +1,342 @@
+"""Hostile input on real Delta tables, beyond ``test_cli_errors.py``: degenerate domains, exact ties under
+every id type, pathological partition layouts, and a Python worker killed mid-task.
+
+Every case must either succeed with the brute-force answer of ``tests/reference.py`` (same budget,
+same ids, the edited table exactly the source minus them) or fail with exit 1, one
+``distunlearn: error:`` line and nothing written. The cases here are all valid input, so they must
+succeed.
+"""
+from __future__ import annotations
+
+import decimal
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pyspark.sql import functions as F
+
+import reference
+from conftest import domain_table, write_delta
+from test_cli_errors import cli_args, run
+
+UNWANTED, RETAINED = "topic = 'unwanted'", "topic = 'retained'"
+
+
+# ---------------------------------------------------------------- tables and runs
+
+def two_domains(n_unwanted: int, n_retained: int, dim: int = 3, seed: int = 0, shift: float = 1.2):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n_unwanted, dim)) + shift, rng.standard_normal((n_retained, dim))
+
+
+def table_of(x1, x2, ids: pa.Array | None = None, seed: int = 0) -> pa.Table:
+    """``domain_table`` with double vectors (stored exactly), unwanted rows first; ``ids`` replaces its ids."""
+    table = domain_table(x1, x2, vector_type="double", seed=seed)
+    return table if ids is None else table.set_column(0, "id", ids)
+
+
+def unwanted_ids(table: pa.Table, n_unwanted: int) -> np.ndarray:
+    return np.array(table.column("id").to_pylist()[:n_unwanted], dtype=object)
+
+
+@contextmanager
+def sql_conf(spark, conf: dict):
+    """Session settings for the duration of a block (the suite's session is shared)."""
+    saved = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+def read_ids(spark, path) -> list:
+    return [r[0] for r in spark.read.format("delta").load(str(path)).select("id").collect()]
+
+
+def unlearn(spark, capsys, tmp_path, source, name: str, **flags) -> dict:
+    """``distunlearn unlearn`` in-process on the suite's session; it must succeed. Returns the report,
+    the manifest's (id, rank) rows and the edited table's ids."""
+    output, report_path = tmp_path / name, tmp_path / f"{name}.json"
+    code, _, err = run(capsys, cli_args(source, output, retained=RETAINED, report=report_path, **flags))
+    assert code == 0, f"exit {code}: {err[-2000:]}"
+    assert "distunlearn: error" not in err
+    manifest = spark.read.format("delta").load(f"{output}_manifest").select("id", "rank").collect()
+    return dict(report=json.loads(report_path.read_text()), manifest=sorted((r["rank"], r["id"]) for r in manifest),
+                edited=read_ids(spark, output))
+
+
+def deleted_ids(result: dict) -> list:
+    return sorted(i for _, i in result["manifest"])
+
+
+def assert_brute_force(result: dict, x1, x2, ids1, all_ids, rule: str) -> list:
+    """Budget and deleted ids equal the brute force's; the edited table is the source minus exactly them."""
+    report = result["report"]
+    f, rows = reference.smallest_budget(x1, x2, ids1, rule, report["alpha"], report["epsilon"])
+    assert f is not None and f > 0, "the brute force finds no budget: the case proves nothing"
+    assert report["deleted"] == f
+    expected = sorted(ids1[rows].tolist())
+    assert deleted_ids(result) == expected
+    assert [rank for rank, _ in result["manifest"]] == list(range(1, f + 1))
+    assert len(result["edited"]) == len(all_ids) - f
+    assert set(result["edited"]) == set(all_ids) - set(expected)
+    return expected
+
+
+# ---------------------------------------------------------------- degenerate domains
+
+def test_one_unwanted_row(spark, capsys, tmp_path):
+    """One unwanted row: every rule (auto) ranks a single row over two chunks, one of them empty."""
+    x1, x2 = two_domains(1, 25, dim=3, seed=1)
+    table = table_of(x1, x2, seed=1)
+    source = write_delta(spark, table, tmp_path / "source", partitions=3)
+    result = unlearn(spark, capsys, tmp_path, source, "edited", rule="auto")
+    ids = table.column("id").to_pylist()
+    assert_brute_force(result, x1, x2, unwanted_ids(table, 1), ids, "likelihood_ratio")
+    rules = result["report"]["rules"]
+    assert len(rules) == 6 and all(r["feasible"] and r["deleted"] == 1 for r in rules.values()), rules
+    assert deleted_ids(result) == [ids[0]]
+
+
+# every id type, with values that break any lossy handling: adjacent longs above 2^53 (equal as
+# doubles), strings whose lexicographic order is not their numeric one (and the empty string),
+# decimals that differ in the tenth decimal place at 28 integer digits
+TIED_IDS = {
+    "long": (pa.int64(), [2**53 + 1, 2**53, 2**53 + 2, -(2**63), 2**63 - 1, -1, 0, 2**53 - 1, 10, 9, -10, 2**62]),
+    "string": (pa.string(), ["u9", "u10", "U1", "u1", "", "a", "é1", "10", "9", "o'brien", "back\\slash", "u100"]),
+    "decimal": (pa.decimal128(38, 10), [decimal.Decimal(v) for v in (
+        "12345678901234567890.0000000002", "12345678901234567890.0000000001", "-0.0000000001", "0",
+        "9999999999999999999999999999.9999999999", "-9999999999999999999999999999.9999999999", "0.0000000001",
+        "12345678901234567890", "1.5", "1.25", "-1.25", "12345678901234567889.9999999999")]),
+}
+
+
+@pytest.mark.parametrize("id_type, rule", [("long", "likelihood_ratio"), ("string", "distance_to_retained"),
+                                           ("decimal", "closest_to_unwanted")])
+def test_all_scores_tied_deletes_the_smallest_ids_first(spark, capsys, tmp_path, id_type, rule):
+    """Identical unwanted vectors: every score ties, so the deleted rows are the f smallest ids in the id
+    type's own order, ranked in that order, also across three ordered chunks."""
+    arrow_type, tied = TIED_IDS[id_type]
+    n1, n2 = len(tied), 30
+    rng = np.random.default_rng(7)
+    x1 = np.repeat(rng.standard_normal((1, 3)) + 1.0, n1, axis=0)
+    x2 = rng.standard_normal((n2, 3))
+    retained = {"long": list(range(1000, 1000 + n2)), "string": [f"r{i}" for i in range(n2)],
+                "decimal": [decimal.Decimal(i) / 7 for i in range(1000, 1000 + n2)]}[id_type]
+    retained = [decimal.Decimal(v).quantize(decimal.Decimal("1e-10")) for v in retained] \
+        if id_type == "decimal" else retained
+    table = table_of(x1, x2, pa.array(tied + retained, arrow_type))
+    source = write_delta(spark, table, tmp_path / "source", partitions=3)
+    result = unlearn(spark, capsys, tmp_path, source, "edited", rule=rule, order_chunks=3, alpha_rel=0.5)
+
+    ids1 = unwanted_ids(table, n1)
+    expected = assert_brute_force(result, x1, x2, ids1, table.column("id").to_pylist(), rule)
+    f = result["report"]["deleted"]
+    assert 1 < f < n1, f"budget {f} does not split the tied rows: the tie-break is not exercised"
+    assert expected == sorted(tied)[:f]
+    assert [i for _, i in result["manifest"]] == sorted(tied)[:f]      # rank 1 is the smallest id
+
+
+# ---------------------------------------------------------------- partition layouts
+
+def partition_layout(spark, path) -> dict[str, list[int]]:
+    """For each topic, the sorted ids of the non-empty input partitions holding its rows (as the job reads them)."""
+    df = spark.read.format("delta").load(str(path)).withColumn("pid", F.spark_partition_id())
+    rows = df.groupBy("topic", "pid").count().collect()
+    return {topic: sorted(r["pid"] for r in rows if r["topic"] == topic) for topic in {r["topic"] for r in rows}}
+
+
+def test_a_thousand_mostly_empty_partitions_give_the_same_set_as_one(spark, capsys, tmp_path):
+    x1, x2 = two_domains(20, 40, dim=3, seed=3, shift=0.9)
+    table = table_of(x1, x2, seed=3)
+    df = spark.createDataFrame(table)
+    scattered, single = str(tmp_path / "scattered"), str(tmp_path / "single")
+    df.repartition(1000).write.format("delta").save(scattered)     # one row per file, 60 files
+    df.coalesce(1).write.format("delta").save(single)
+    ids = table.column("id").to_pylist()
+
+    data_bytes = sum(p.stat().st_size for p in Path(scattered).glob("*.parquet"))
+    split = max(16, data_bytes // 1100)                            # byte-range splits: most hold no row group
+    with sql_conf(spark, {"spark.sql.files.maxPartitionBytes": str(split), "spark.sql.files.openCostInBytes": "0"}):
+        partitions = spark.read.format("delta").load(scattered).rdd.getNumPartitions()
+        layout = partition_layout(spark, scattered)
+        assert partitions >= 1000, f"precondition: {partitions} input partitions"
+        assert len(set(layout["unwanted"]) | set(layout["retained"])) <= 60    # > 940 empty partitions
+        many = unlearn(spark, capsys, tmp_path, scattered, "edited_many", rule="likelihood_ratio")
+    one = unlearn(spark, capsys, tmp_path, single, "edited_one", rule="likelihood_ratio")
+
+    expected = assert_brute_force(one, x1, x2, unwanted_ids(table, 20), ids, "likelihood_ratio")
+    assert_brute_force(many, x1, x2, unwanted_ids(table, 20), ids, "likelihood_ratio")
+    assert deleted_ids(many) == expected and many["manifest"] == one["manifest"]
+    assert many["report"]["kl_removal_after"] == pytest.approx(one["report"]["kl_removal_after"], rel=1e-9)
+
+
+# each file is its own input partition: the open cost of a file fills a whole partition
+FILE_PER_PARTITION = {"spark.sql.files.openCostInBytes": str(128 * 1024 * 1024),
+                      "spark.sql.files.maxPartitionBytes": str(128 * 1024 * 1024)}
+
+
+def test_all_unwanted_rows_in_one_partition_give_the_same_set_as_a_shuffled_layout(spark, capsys, tmp_path):
+    x1, x2 = two_domains(24, 60, dim=4, seed=5, shift=0.8)
+    table = table_of(x1, x2, seed=5)
+    df = spark.createDataFrame(table)
+    lumped, shuffled = str(tmp_path / "lumped"), str(tmp_path / "shuffled")
+    df.where(UNWANTED).coalesce(1).write.format("delta").save(lumped)          # one file: every unwanted row
+    df.where(RETAINED).repartition(3).write.format("delta").mode("append").save(lumped)
+    df.repartition(4).write.format("delta").save(shuffled)                      # both domains in every file
+    ids = table.column("id").to_pylist()
+
+    with sql_conf(spark, FILE_PER_PARTITION):
+        layout = partition_layout(spark, lumped)
+        assert len(layout["unwanted"]) == 1 and layout["unwanted"][0] not in layout["retained"], layout
+        assert len(layout["retained"]) >= 2, layout
+        mixed = partition_layout(spark, shuffled)
+        assert len(mixed["unwanted"]) >= 2 and set(mixed["unwanted"]) & set(mixed["retained"]), mixed
+        one_partition = unlearn(spark, capsys, tmp_path, lumped, "edited_lumped", rule="distance_to_retained",
+                                order_chunks=2)
+        spread = unlearn(spark, capsys, tmp_path, shuffled, "edited_shuffled", rule="distance_to_retained",
+                         order_chunks=2)
+
+    expected = assert_brute_force(spread, x1, x2, unwanted_ids(table, 24), ids, "distance_to_retained")
+    assert_brute_force(one_partition, x1, x2, unwanted_ids(table, 24), ids, "distance_to_retained")
+    assert deleted_ids(one_partition) == expected and one_partition["manifest"] == spread["manifest"]
+
+
+# ---------------------------------------------------------------- a Python worker killed mid-task
+
+def process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process, from /proc."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        procs[int(entry)] = (int(stat[stat.rindex(")") + 2:].split()[1]), cmdline)
+    return procs
+
+
+def python_workers(root: int) -> tuple[set[int], list[int]]:
+    """(daemons, workers) among the descendants of ``root``: ``pyspark.daemon`` processes whose parent is
+    not a daemon (the JVM's), and the workers they forked (same command line, a daemon as parent)."""
+    procs = process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    below, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in below:
+                below.add(child)
+                todo.append(child)
+    forked = {p for p in below if "pyspark.daemon" in procs[p][1]}
+    daemons = {p for p in forked if procs[p][0] not in forked}
+    return daemons, sorted(p for p in forked if procs[p][0] in daemons)
+
+
+class StderrWatcher:
+    """Collects a process's stderr lines in a thread and signals when a line contains a marker."""
+
+    def __init__(self, stream, markers: tuple[str, ...]):
+        self.lines: list[str] = []
+        self.seen = {m: threading.Event() for m in markers}
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            self.lines.append(line)
+            for marker, event in self.seen.items():
+                if marker in line:
+                    event.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def kill_one_worker(proc: subprocess.Popen, watcher: StderrWatcher, deadline: float) -> int | None:
+    """Once the statistics pass has started, SIGKILL the first Python worker forked under ``proc``.
+
+    Workers are forked when a task needs one, so the first worker seen is running a statistics task
+    (tasks here take about a second). Returns the killed pid, or None if none showed up before the
+    scoring pass ended.
+    """
+    if not watcher.seen["statistics pass ..."].wait(timeout=max(deadline - time.monotonic(), 1)):
+        return None
+    while time.monotonic() < deadline and proc.poll() is None and not watcher.seen["scoring pass done"].is_set():
+        daemons, workers = python_workers(proc.pid)
+        if workers:
+            victim = workers[0]
+            os.kill(victim, signal.SIGKILL)
+            return victim
+        time.sleep(0.005)
+    return None
+
+
+def embeddings_table(spark, path, rows: int, dim: int, partitions: int) -> str:
+    """A larger table made in the JVM: every tenth row unwanted (mean shifted by 0.4), float vectors."""
+    unwanted = F.col("id") % 10 == 0
+    vec = F.array(*[(F.randn(100 + k) + F.when(unwanted, F.lit(0.4)).otherwise(F.lit(0.0))).cast("float")
+                    for k in range(dim)])
+    spark.range(0, rows, 1, partitions).select(
+        (F.col("id") * 7 + 3).alias("id"), F.when(unwanted, "unwanted").otherwise("retained").alias("topic"),
+        vec.alias("embedding")).write.format("delta").save(str(path))
+    return str(path)
+
+
+def test_killed_python_worker_is_retried_and_gives_the_same_set(spark, capsys, tmp_path):
+    source = embeddings_table(spark, tmp_path / "source", rows=60_000, dim=16, partitions=4)
+    undisturbed = unlearn(spark, capsys, tmp_path, source, "undisturbed", rule="likelihood_ratio")
+    assert undisturbed["report"]["deleted"] > 0
+
+    output = tmp_path / "killed"
+    args = [sys.executable, "-m", "distunlearn", "unlearn", "--source", source, "--unwanted", UNWANTED,
+            "--retained", RETAINED, "--rule", "likelihood_ratio", "--output", str(output),
+            "--master", "local[2,4]"]                                    # up to 4 attempts per task
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, DISTUNLEARN_SPARK_LOG_LEVEL="WARN")
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        watcher = StderrWatcher(proc.stderr, ("statistics pass ...", "scoring pass done"))
+        victim = kill_one_worker(proc, watcher, time.monotonic() + 240)
+        out = proc.stdout.read()
+        code = proc.wait(timeout=300)
+        watcher.thread.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    assert victim is not None, "no Python worker was found to kill:\n" + watcher.text[-3000:]
+    assert not os.path.exists(f"/proc/{victim}") or process_table().get(victim, (0, ""))[1] == "", \
+        f"worker {victim} survived SIGKILL"
+    assert code == 0, watcher.text[-3000:]
+    lost = [line for line in watcher.text.splitlines() if "Lost task" in line]
+    assert lost, "the kill did not fail a running task (no 'Lost task' warning):\n" + watcher.text[-3000:]
+    assert any("Python worker exited unexpectedly" in line or "crashed" in line for line in lost), lost
+    assert "deleted" in out
+    killed = spark.read.format("delta").load(f"{output}_manifest").select("id", "rank").collect()
+    assert sorted((r["rank"], r["id"]) for r in killed) == undisturbed["manifest"]
+    assert sorted(read_ids(spark, output)) == sorted(undisturbed["edited"])
