@@ -141,6 +141,7 @@ class MemorySampler(threading.Thread):
         self.interval = interval
         self.me = os.getpid()
         self.java: int | None = None
+        self.spark_probe = None  # set once the session is up: JVM heap and block-storage samples
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.reset()
@@ -156,7 +157,8 @@ class MemorySampler(threading.Thread):
         with getattr(self, "lock", contextlib.nullcontext()):
             self.peak = {"python_driver_rss_mib": 0.0, "driver_jvm_rss_mib": 0.0,
                          "executor_python_pss_mib": 0.0, "executor_python_rss_sum_mib": 0.0,
-                         "executor_python_max_rss_mib": 0.0, "executor_python_processes": 0}
+                         "executor_python_max_rss_mib": 0.0, "executor_python_processes": 0,
+                         "jvm_heap_used_mib": 0.0, "jvm_heap_committed_mib": 0.0, "block_storage_mib": 0.0}
 
     def sample(self) -> None:
         if self.java is None or not os.path.exists(f"/proc/{self.java}"):
@@ -172,6 +174,8 @@ class MemorySampler(threading.Thread):
             values["executor_python_rss_sum_mib"] = sum(rss)
             values["executor_python_max_rss_mib"] = max(rss, default=0.0)
             values["executor_python_processes"] = len(workers)
+        if self.spark_probe is not None:
+            values.update(self.spark_probe())
         with self.lock:
             for key, value in values.items():
                 self.peak[key] = max(self.peak[key], value)
@@ -483,6 +487,17 @@ def spark_worker(args) -> None:
                              "spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.files.maxPartitionBytes",
                              "spark.sql.adaptive.enabled")}}
     log(f"Spark session up in {result['startup']['seconds']} s (UI {spark.sparkContext.uiWebUrl})")
+    runtime = spark._jvm.java.lang.Runtime.getRuntime()
+    executors_url = f"{spark.sparkContext.uiWebUrl}/api/v1/applications/{spark.sparkContext.applicationId}/executors"
+
+    def jvm_sample() -> dict:
+        total, free = runtime.totalMemory(), runtime.freeMemory()
+        with urllib.request.urlopen(executors_url, timeout=10) as resp:
+            blocks = sum(e.get("memoryUsed", 0) + e.get("diskUsed", 0) for e in json.loads(resp.read()))
+        return {"jvm_heap_used_mib": (total - free) / 2**20, "jvm_heap_committed_mib": total / 2**20,
+                "block_storage_mib": blocks / 2**20}
+
+    sampler.spark_probe = jvm_sample
     size = table_bytes(args.table)
     probe = SparkProbe(spark, sampler, args.table, size)
     result["table_bytes"] = size
@@ -842,9 +857,14 @@ def verdicts(results: dict, args) -> list[dict]:
         pa_, pb = plan["memory"]["python_driver_rss_mib"], plan_scale["memory"]["python_driver_rss_mib"]
         add(f"driver peak memory grows <= 10% from {base:,} to {scale:,} rows (plan, likelihood_ratio)",
             round(growth, 3), TARGETS["driver_memory_growth"], growth <= TARGETS["driver_memory_growth"],
-            f"driver JVM peak RSS {a:.0f} -> {b:.0f} MiB; Python driver {pa_:.0f} -> {pb:.0f} MiB",
-            "in local mode the driver JVM is also the executor: the scoring/ordering local checkpoints "
-            "(MEMORY_AND_DISK block storage), Arrow buffers and shuffle live in it and grow with the rows")
+            f"driver JVM peak RSS {a:.0f} -> {b:.0f} MiB; JVM heap used {plan['memory'].get('jvm_heap_used_mib')} -> "
+            f"{plan_scale['memory'].get('jvm_heap_used_mib')} MiB (committed {plan['memory'].get('jvm_heap_committed_mib')}"
+            f" -> {plan_scale['memory'].get('jvm_heap_committed_mib')}); checkpoint block storage "
+            f"{plan['memory'].get('block_storage_mib')} -> {plan_scale['memory'].get('block_storage_mib')} MiB; "
+            f"Python driver {pa_:.0f} -> {pb:.0f} MiB",
+            "in local mode the driver JVM is also the executor: the scoring and ordering local checkpoints "
+            "(MEMORY_AND_DISK block storage, O(unwanted rows x dims) doubles), the Arrow batches and the shuffle "
+            "buffers live in its heap, which G1 grows towards -Xmx (spark.driver.memory) under that pressure")
         t = plan_scale["seconds"] / plan["seconds"]
         add(f"plan time grows <= 4.4x from {base:,} to {scale:,} rows", round(t, 2), TARGETS["time_growth"],
             t <= TARGETS["time_growth"], f"{plan['seconds']} s -> {plan_scale['seconds']} s "
@@ -926,8 +946,9 @@ def render_markdown(results: dict, args) -> str:
         lines.append(f"| {name} | " + " | ".join("" if v is None else f"{v} s" for v in vals) + f" | {growth} |")
 
     lines += ["", "## Memory peaks (MiB)", "",
-              "| measurement | rows | driver JVM RSS | Python driver RSS | executor Python PSS (sum) | "
-              "largest worker RSS | worker processes |", "|---|---|---|---|---|---|---|"]
+              "| measurement | rows | driver JVM RSS | JVM heap used | JVM heap committed | block storage (checkpoints) | "
+              "Python driver RSS | executor Python PSS (sum) | largest worker RSS | worker processes |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for rows in (base, scale):
         sp = results["sizes"].get(str(rows), {}).get("spark", {})
         entries = [("startup", sp.get("startup", {}).get("memory"))]
@@ -935,13 +956,15 @@ def render_markdown(results: dict, args) -> str:
         for name, mem in entries:
             if not mem:
                 continue
-            lines.append(f"| {name} | {rows:,} | {mem['driver_jvm_rss_mib']} | {mem['python_driver_rss_mib']} | "
+            lines.append(f"| {name} | {rows:,} | {mem['driver_jvm_rss_mib']} | {mem.get('jvm_heap_used_mib', '')} | "
+                         f"{mem.get('jvm_heap_committed_mib', '')} | {mem.get('block_storage_mib', '')} | "
+                         f"{mem['python_driver_rss_mib']} | "
                          f"{mem['executor_python_pss_mib']} | {mem['executor_python_max_rss_mib']} | "
                          f"{mem['executor_python_processes']} |")
         for rule in ("likelihood_ratio", "auto"):
             n = results["sizes"].get(str(rows), {}).get(f"numpy_{rule}")
             if n and n.get("peak_rss_mib"):
-                lines.append(f"| numpy_{rule} (one process) | {rows:,} | | {n['peak_rss_mib']} | | | |")
+                lines.append(f"| numpy_{rule} (one process) | {rows:,} | | | | | {n['peak_rss_mib']} | | | |")
 
     lines += ["", "## Phases of the job", "",
               "Per measurement: wall seconds, Spark jobs / stages / tasks, file scans of the source (those reading "

@@ -132,6 +132,8 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig) -> dict:
     earlier = ledger.get(run_id) if ledger else None
     if earlier and earlier["status"] == "succeeded":
         log.info("run %s already succeeded; nothing to do", run_id)
+        if earlier["config_hash"] != config.fingerprint:
+            log.warning("run %s succeeded earlier with other settings; use a new --run-id for a new run", run_id)
         return {**json.loads(earlier["report"]), "repeated": True}
     lineage = Lineage(run_id)
     lineage.start(config.source)
@@ -179,10 +181,10 @@ def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledge
         if config.dry_run:
             return build_report(plan)
         report = build_report(plan)
-        if ledger:
-            ledger.record(run_id, "planned", report, plan.model_record(), config.fingerprint)
         with phase("writing manifest"):
             report["manifest_version"] = write_manifest(spark, plan.manifest(hash_key), run_id, config.manifest_path)
+        if ledger:
+            ledger.record(run_id, "planned", report, plan.model_record(), config.fingerprint)
         try:
             with phase("committing the edit") as detail:
                 version = _commit(spark, config, plan, run_id)
