@@ -71,8 +71,9 @@ class UnlearnConfig:
             raise DistunlearnError("give either --output (a new edited table) or --in-place, not both")
         if not (self.dry_run or self.output or self.in_place):
             raise DistunlearnError("give --output PATH for a new edited table, --in-place, or --dry-run to plan only")
-        if self.in_place and self.format != "delta":
-            raise DistunlearnError("--in-place edits a Delta table; the source format is " + self.format)
+        if self.in_place and (self.format != "delta" or not is_path(self.source)):
+            raise DistunlearnError("--in-place edits a Delta table given by its path (a catalog name or "
+                                   "Parquet source cannot be edited in place)")
         if self.purge and not self.in_place:
             raise DistunlearnError("--purge erases deleted rows physically from the source: it needs --in-place")
         if self.retention_hours is not None and not (math.isfinite(self.retention_hours) and self.retention_hours >= 0):
@@ -142,6 +143,11 @@ class UnlearnConfig:
             if not values.get(required):
                 raise DistunlearnError(f"--{required} is required (flag or config key {required!r})")
         return cls(**values)
+
+
+def is_path(source: str) -> bool:
+    """Whether ``--source`` names a storage path rather than a catalog table."""
+    return "/" in source or "\\" in source or os.path.exists(source)
 
 
 def read_config_file(path: str) -> dict:

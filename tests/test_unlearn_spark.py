@@ -234,3 +234,16 @@ def test_lineage_fail_event_on_a_failed_run(spark, generated, tmp_path, monkeypa
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["eventType"] for e in events] == ["START", "FAIL"]
     assert "best alpha" in events[1]["run"]["facets"]["errorMessage"]["message"]
+
+
+def test_catalog_table_source(spark, generated, tmp_path):
+    spark.read.format("delta").load(generated["path"]).write.format("delta") \
+        .option("path", str(tmp_path / "managed")).saveAsTable("unlearn_events")
+    try:
+        report = run_unlearn(spark, UnlearnConfig(source="unlearn_events", rule="likelihood_ratio", dry_run=True,
+                                                  **DOMAINS))
+        by_path = run_unlearn(spark, UnlearnConfig(source=generated["path"], rule="likelihood_ratio", dry_run=True,
+                                                   **DOMAINS))
+        assert report["source_version"] == 0 and report["deleted"] == by_path["deleted"] > 0
+    finally:
+        spark.sql("DROP TABLE IF EXISTS unlearn_events")

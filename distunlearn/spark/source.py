@@ -8,6 +8,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType
 
+from distunlearn.config import is_path
 from distunlearn.errors import DistunlearnError
 
 UNWANTED, RETAINED = 1, 2
@@ -16,10 +17,6 @@ UNWANTED, RETAINED = 1, 2
 def col(name: str) -> Column:
     """A column by its exact name, even one with dots or spaces."""
     return F.col("`" + name.replace("`", "``") + "`")
-
-
-def is_path(source: str) -> bool:
-    return "/" in source or "\\" in source or os.path.exists(source)
 
 
 @dataclass(frozen=True)
