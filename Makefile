@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bundle clean
+.PHONY: setup demo test test-cluster bundle clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-cluster: setup
+	$(PY) -m pytest -q -m cluster
 
 bundle: setup
 	$(VENV)/bin/distunlearn bundle --out dist/distunlearn.zip
