@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from pyspark.sql import functions as F
 
 import reference
 from conftest import domain_table, write_delta
+from distunlearn.spark.session import session_conf
 from test_cli_errors import cli_args, run
 
 UNWANTED, RETAINED = "topic = 'unwanted'", "topic = 'retained'"
@@ -47,22 +47,6 @@ def table_of(x1, x2, ids: pa.Array | None = None, seed: int = 0) -> pa.Table:
 
 def unwanted_ids(table: pa.Table, n_unwanted: int) -> np.ndarray:
     return np.array(table.column("id").to_pylist()[:n_unwanted], dtype=object)
-
-
-@contextmanager
-def sql_conf(spark, conf: dict):
-    """Session settings for the duration of a block (the suite's session is shared)."""
-    saved = {key: spark.conf.get(key, None) for key in conf}
-    for key, value in conf.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def read_ids(spark, path) -> list:
@@ -193,7 +177,7 @@ def test_many_mostly_empty_partitions_give_the_same_set_as_one(spark, capsys, tm
     row_groups = sum(pq.ParquetFile(f).metadata.num_row_groups for f in files if pq.ParquetFile(f).metadata.num_rows)
     assert row_groups <= n1 + n2
     split = sum(p.stat().st_size for p in files) // (SCATTERED_PARTITIONS + 20)
-    with sql_conf(spark, {"spark.sql.files.maxPartitionBytes": str(split), "spark.sql.files.openCostInBytes": "0"}):
+    with session_conf(spark, {"spark.sql.files.maxPartitionBytes": str(split), "spark.sql.files.openCostInBytes": "0"}):
         partitions = spark.read.format("delta").load(scattered).rdd.getNumPartitions()
         assert partitions >= SCATTERED_PARTITIONS, f"precondition: {partitions} input partitions"
         assert partitions - row_groups >= 0.75 * partitions             # most partitions are empty
@@ -221,7 +205,7 @@ def test_all_unwanted_rows_in_one_partition_give_the_same_set_as_a_shuffled_layo
     df.repartition(4).write.format("delta").save(shuffled)                      # both domains in every file
     ids = table.column("id").to_pylist()
 
-    with sql_conf(spark, FILE_PER_PARTITION):
+    with session_conf(spark, FILE_PER_PARTITION):
         layout = partition_layout(spark, lumped)
         assert len(layout["unwanted"]) == 1 and layout["unwanted"][0] not in layout["retained"], layout
         assert len(layout["retained"]) >= 2, layout

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StringType, StructField, StructType
 
 from distunlearn.errors import DistunlearnError
+from distunlearn.spark.session import session_conf
 from distunlearn.spark.source import col
 
 MANIFEST_COLUMNS = ("run_id", "id", "reason", "rule", "score", "rank")
@@ -68,17 +69,8 @@ def commit_context(spark: SparkSession, run_id: str, txn_version: int | None = N
     if txn_version is not None:
         conf.update({"spark.databricks.delta.write.txnAppId": f"distunlearn-{run_id}",
                      "spark.databricks.delta.write.txnVersion": str(txn_version)})
-    saved = {k: spark.conf.get(k, None) for k in conf}
-    for key, value in conf.items():
-        spark.conf.set(key, value)
-    try:
+    with session_conf(spark, conf):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def committed_version(spark: SparkSession, path: str, run_id: str, operations=("WRITE", "MERGE")) -> int | None:

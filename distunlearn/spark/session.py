@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -49,3 +50,19 @@ def get_session(app_name: str = "distunlearn", master: str | None = None, conf: 
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(os.environ.get("DISTUNLEARN_SPARK_LOG_LEVEL", "ERROR"))
     return session
+
+
+@contextmanager
+def session_conf(spark: SparkSession, conf: dict):
+    """Runtime SQL settings for the duration of a block; earlier values (or their absence) come back."""
+    saved = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
