@@ -76,8 +76,8 @@ def main() -> None:
     from distunlearn.spark.ordering import RuleOrdering, score_unwanted
     from distunlearn.spark.session import get_session
     from distunlearn.spark.source import UNWANTED as UNWANTED_LABEL, Source, labelled_rows
-    from distunlearn.spark.statistics import MERGE_FAN_IN, _has_duplicates
-    from distunlearn.udfs.moments import SCHEMA, MomentsAccumulator, merge_moments, partition_moments
+    from distunlearn.spark.statistics import _has_duplicates, merged_moments
+    from distunlearn.udfs.moments import MomentsAccumulator
     from distunlearn.udfs.scoring import score_column, scorer
 
     start = time.perf_counter()
@@ -89,13 +89,7 @@ def main() -> None:
         return labelled_rows(Source.read(spark, path), "id", "embedding", UNWANTED, None)
 
     def moments(labelled):
-        partials = labelled.select(F.col("id").isNull().alias("id_null"), "domain", "vec") \
-            .mapInArrow(partition_moments, SCHEMA)
-        merged = partials.repartition(MERGE_FAN_IN).mapInArrow(merge_moments, SCHEMA) \
-            .repartition(1).mapInArrow(merge_moments, SCHEMA)
-        acc = MomentsAccumulator()
-        for row in merged.collect():
-            acc.add_row(row.asDict())
+        acc = merged_moments(labelled)
         return acc.moments[1], acc.moments[2]
 
     split_schema = ("kind int, id long, vec array<float>, domain int, n long, mean array<double>, "

@@ -25,6 +25,7 @@ import pytest
 from pyspark.sql import functions as F
 
 import reference
+from cluster import descendants, process_tree
 from conftest import domain_table, write_delta
 from distunlearn.spark.session import session_conf
 from test_cli_errors import cli_args, run
@@ -223,37 +224,11 @@ def test_all_unwanted_rows_in_one_partition_give_the_same_set_as_a_shuffled_layo
 
 # ---------------------------------------------------------------- a Python worker killed mid-task
 
-def process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process, from /proc."""
-    procs = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        procs[int(entry)] = (int(stat[stat.rindex(")") + 2:].split()[1]), cmdline)
-    return procs
-
-
 def python_workers(root: int) -> tuple[set[int], list[int]]:
     """(daemons, workers) among the descendants of ``root``: ``pyspark.daemon`` processes whose parent is
     not a daemon (the JVM's), and the workers they forked (same command line, a daemon as parent)."""
-    procs = process_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    below, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in below:
-                below.add(child)
-                todo.append(child)
-    forked = {p for p in below if "pyspark.daemon" in procs[p][1]}
+    procs = process_tree()
+    forked = {p for p in descendants(root, procs) if "pyspark.daemon" in procs[p][1]}
     daemons = {p for p in forked if procs[p][0] not in forked}
     return daemons, sorted(p for p in forked if procs[p][0] in daemons)
 

@@ -18,6 +18,16 @@ def domain_moments(labelled: DataFrame, id_col: str, vector_col: str) -> tuple[D
     Partitions emit one small row per domain; two shuffle levels merge them so that neither a
     single task nor the driver ever holds more than a few rows of d^2 numbers.
     """
+    acc = merged_moments(labelled)
+    _check(acc, id_col, vector_col)
+    if _has_duplicates(labelled):
+        raise DistunlearnError(f"id column {id_col!r} has duplicate values; ids must be unique")
+    dim = acc.max_dim
+    return acc.moments.get(UNWANTED, DomainMoments.empty(dim)), acc.moments.get(RETAINED, DomainMoments.empty(dim))
+
+
+def merged_moments(labelled: DataFrame) -> MomentsAccumulator:
+    """Per-partition moments and input counters, merged in two shuffle levels into one accumulator."""
     partials = labelled.select(F.col("id").isNull().alias("id_null"), "domain", "vec") \
         .mapInArrow(partition_moments, SCHEMA)
     merged = partials.repartition(MERGE_FAN_IN).mapInArrow(merge_moments, SCHEMA) \
@@ -25,11 +35,7 @@ def domain_moments(labelled: DataFrame, id_col: str, vector_col: str) -> tuple[D
     acc = MomentsAccumulator()
     for row in merged.collect():
         acc.add_row(row.asDict())
-    _check(acc, id_col, vector_col)
-    if _has_duplicates(labelled):
-        raise DistunlearnError(f"id column {id_col!r} has duplicate values; ids must be unique")
-    dim = acc.max_dim
-    return acc.moments.get(UNWANTED, DomainMoments.empty(dim)), acc.moments.get(RETAINED, DomainMoments.empty(dim))
+    return acc
 
 
 def _check(acc: MomentsAccumulator, id_col: str, vector_col: str) -> None:
