@@ -8,15 +8,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from distunlearn.config import RULE_CHOICES, UnlearnConfig
-from distunlearn.core.rules import RULE_HELP
+from distunlearn.config import RULE_CHOICES, EvaluateConfig, UnlearnConfig
+from distunlearn.core.rules import RULE_HELP, RULES
 from distunlearn.errors import DistunlearnError, InfeasibleError
 
 EXIT_CODES = "exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible, 3 source kept changing (conflict)"
 
 
-def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of ``unlearn``; each also reads from ``--config`` under the same name (``_`` for ``-``)."""
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """The source and domain flags shared by ``unlearn`` and ``evaluate``; each also reads from ``--config``
+    under the same name (``_`` for ``-``)."""
     p.add_argument("--config", help="TOML or JSON file with the same keys as the flags (flags win)")
     p.add_argument("--source", help="Delta/Parquet path or catalog table name")
     p.add_argument("--format", choices=("delta", "parquet"), help="source format (default delta)")
@@ -24,6 +25,18 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vector-col", help="array<float>, array<double> or ML vector column (default embedding)")
     p.add_argument("--unwanted", help="SQL predicate selecting the domain to forget")
     p.add_argument("--retained", help="SQL predicate of the domain to keep close to (default: NOT unwanted)")
+    p.add_argument("--seed", type=int, help="seed of the random rule (default 0)")
+    p.add_argument("--ridge", type=float, help="ridge lambda: adds lambda*trace(Sigma)/d*I (default 1e-6)")
+    p.add_argument("--order-chunks", type=int, help="chunks of the ordered unwanted rows (default: by size)")
+    p.add_argument("--report", help="path of the JSON report")
+    p.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
+    p.add_argument("--master", help="Spark master when not under spark-submit (default local[*])")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``unlearn``."""
+    add_source_arguments(p)
     p.add_argument("--alpha", type=float, help="removal target KL(p1||p_f) >= alpha, nats")
     p.add_argument("--epsilon", type=float, help="preservation bound KL(p2||p_f) <= epsilon, nats")
     p.add_argument("--alpha-rel", type=float,
@@ -32,14 +45,10 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", choices=RULE_CHOICES,
                    help="scoring rule (default auto: evaluate all, keep the fewest deletions). "
                         + "; ".join(f"{k}: {v}" for k, v in RULE_HELP.items()))
-    p.add_argument("--seed", type=int, help="seed of the random rule (default 0)")
-    p.add_argument("--ridge", type=float, help="ridge lambda: adds lambda*trace(Sigma)/d*I (default 1e-6)")
     p.add_argument("--output", help="path of the edited Delta table (must not exist)")
     p.add_argument("--manifest", help="Delta table of deleted rows, appended to (default <output>_manifest)")
-    p.add_argument("--report", help="path of the JSON report")
     p.add_argument("--dry-run", action="store_true", default=None, help="plan and report, write no table")
     p.add_argument("--run-id", help="run id recorded everywhere (default: a new UUID)")
-    p.add_argument("--order-chunks", type=int, help="chunks of the ordered unwanted rows (default: by size)")
     p.add_argument("--in-place", action="store_true", default=None,
                    help="delete from the source Delta table itself (MERGE join against the deletion set)")
     p.add_argument("--requests", help="Delta table of deletion requests: their rows are deleted whatever their domain")
@@ -51,12 +60,23 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
                    help="manifest stores HMAC-SHA256(DISTUNLEARN_HASH_KEY, str(id)) instead of the raw id")
     p.add_argument("--ledger", help="Delta run ledger (default distunlearn_ledger beside the manifest)")
     p.add_argument("--max-retries", type=int, help="re-plans when another writer commits first (default 3)")
-    p.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
-    p.add_argument("--master", help="Spark master when not under spark-submit (default local[*])")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
-def config_from_args(args: argparse.Namespace) -> UnlearnConfig:
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``evaluate``."""
+    add_source_arguments(p)
+    p.add_argument("--rules", help=f"comma list of rules to compare (default all: {','.join(RULES)})")
+    p.add_argument("--points", type=int, help="budgets sampled per curve (default 101)")
+    p.add_argument("--downstream", action="store_true", default=None,
+                   help="also retrain a logistic regression at a grid of budgets per rule (needs --label-col)")
+    p.add_argument("--label-col", help="numeric class label the downstream classifier learns")
+    p.add_argument("--test-fraction", type=float, help="share of rows held out by id hash (default 0.2)")
+    p.add_argument("--downstream-grid", help="fractions of the unwanted rows deleted (default 0,0.1,0.25,0.5,0.75,0.9,1)")
+    p.add_argument("--max-iter", type=int, help="logistic regression iterations (default 100)")
+    p.add_argument("--reg-param", type=float, help="logistic regression L2 strength (default 1e-4)")
+
+
+def config_from_args(args: argparse.Namespace, cls=UnlearnConfig):
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("command", "config", "spark_conf", "master", "quiet", "lakehouse")}
     if args.spark_conf:
@@ -64,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> UnlearnConfig:
         if any(len(pair) != 2 for pair in pairs):
             raise DistunlearnError("--spark-conf takes KEY=VALUE")
         overrides["spark_conf"] = dict(pairs)
-    return UnlearnConfig.load(args.config, **overrides)
+    return cls.load(args.config, **overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_unlearn_arguments(sub.add_parser("unlearn", help="plan and apply a distributional deletion",
                                          epilog=EXIT_CODES))
+    add_evaluate_arguments(sub.add_parser("evaluate", help="budget curves, halving budgets and frontier of every rule",
+                                          epilog="exit codes: 0 done, 1 bad input or failure"))
     demo = sub.add_parser("demo", help="create a demo lakehouse table and run unlearn on it")
     add_unlearn_arguments(demo)
     demo.add_argument("--lakehouse", default="lakehouse", help="folder of the demo tables (default ./lakehouse)")
@@ -102,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "verify":
             return _verify(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "demo":
             _prepare_demo(args)
         config = config_from_args(args)
@@ -128,6 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("distunlearn").debug("failure", exc_info=True)
         print(f"distunlearn: error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from distunlearn.evaluate import evaluate, summary
+    from distunlearn.spark.session import get_session
+
+    config = config_from_args(args, EvaluateConfig)
+    print(summary(evaluate(get_session(master=args.master, conf=config.spark_conf), config)))
+    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -133,16 +133,77 @@ class UnlearnConfig:
     @classmethod
     def load(cls, path: str | None = None, **overrides) -> "UnlearnConfig":
         """Keys from ``path`` (TOML or JSON), then every override that is not None."""
-        values = read_config_file(path) if path else {}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise DistunlearnError(f"unknown configuration key(s): {', '.join(unknown)}")
-        for required in ("source", "unwanted"):
-            if not values.get(required):
-                raise DistunlearnError(f"--{required} is required (flag or config key {required!r})")
-        return cls(**values)
+        return load_config(cls, path, overrides)
+
+
+def load_config(cls, path: str | None, overrides: dict):
+    """A config dataclass from the keys of ``path`` (TOML or JSON), then every override that is not None."""
+    values = read_config_file(path) if path else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise DistunlearnError(f"unknown configuration key(s): {', '.join(unknown)}")
+    for required in ("source", "unwanted"):
+        if not values.get(required):
+            raise DistunlearnError(f"--{required} is required (flag or config key {required!r})")
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Everything ``distunlearn evaluate`` needs: the source and domains as for ``unlearn``, the rules
+    to compare, how finely to sample their curves, and the optional downstream retraining."""
+
+    source: str
+    unwanted: str
+    format: str = "delta"
+    id_col: str = "id"
+    vector_col: str = "embedding"
+    retained: str | None = None
+    rules: tuple = RULES
+    points: int = 101
+    seed: int = 0
+    ridge: float = 1e-6
+    order_chunks: int | None = None
+    report: str | None = None
+    downstream: bool = False
+    label_col: str | None = None
+    test_fraction: float = 0.2
+    downstream_grid: tuple = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+    max_iter: int = 100
+    reg_param: float = 1e-4
+    spark_conf: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        rules = tuple(r.strip() for r in self.rules.split(",")) if isinstance(self.rules, str) else tuple(self.rules)
+        grid = self.downstream_grid
+        grid = tuple(float(g) for g in (grid.split(",") if isinstance(grid, str) else grid))
+        object.__setattr__(self, "rules", rules)
+        object.__setattr__(self, "downstream_grid", grid)
+        if not rules or any(r not in RULES for r in rules):
+            raise DistunlearnError(f"--rules takes a comma list of {', '.join(RULES)}, got {','.join(rules)!r}")
+        if self.format not in ("delta", "parquet"):
+            raise DistunlearnError(f"--format must be delta or parquet, got {self.format!r}")
+        if not (isinstance(self.points, int) and self.points >= 2):
+            raise DistunlearnError(f"--points must be an integer >= 2, got {self.points}")
+        if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
+            raise DistunlearnError(f"--ridge must be a finite number >= 0, got {self.ridge}")
+        if self.order_chunks is not None and self.order_chunks < 1:
+            raise DistunlearnError("--order-chunks must be >= 1")
+        if self.downstream and not self.label_col:
+            raise DistunlearnError("--downstream needs --label-col, the class label the classifier learns")
+        if not (0 < self.test_fraction < 1):
+            raise DistunlearnError(f"--test-fraction must be between 0 and 1, got {self.test_fraction}")
+        if not grid or any(not (0 <= g <= 1) for g in grid):
+            raise DistunlearnError("--downstream-grid takes fractions between 0 and 1, e.g. 0,0.25,0.5,1")
+        if self.max_iter < 1 or not (math.isfinite(self.reg_param) and self.reg_param >= 0):
+            raise DistunlearnError("--max-iter must be >= 1 and --reg-param a finite number >= 0")
+
+    @classmethod
+    def load(cls, path: str | None = None, **overrides) -> "EvaluateConfig":
+        """Keys from ``path`` (TOML or JSON), then every override that is not None."""
+        return load_config(cls, path, overrides)
 
 
 def is_path(source: str) -> bool:

@@ -10,11 +10,13 @@ import numpy as np
 import pyarrow as pa
 from pyspark import TaskContext
 
+from distunlearn.core.curves import sample_curve
 from distunlearn.core.selection import EditedKL, Thresholds, scan_chunk
 from distunlearn.udfs.vectors import from_matrix, to_matrix
 
 TOTALS_SCHEMA = "chunk int, n long, z array<double>"
 SCAN_SCHEMA = "chunk int, first_feasible long, removal double, preservation double, best_alpha double"
+CURVE_SCHEMA = "f long, removal double, preservation double"
 
 
 def _chunk() -> int:
@@ -52,6 +54,20 @@ def chunk_scanner(kl: EditedKL, thresholds: Thresholds, before: dict[int, tuple[
                               ("preservation", pa.float64()), ("best_alpha", pa.float64())]))
 
     return scan
+
+
+def chunk_curve(kl: EditedKL, before: dict[int, tuple[int, np.ndarray]], grid: np.ndarray):
+    """mapInArrow: (y, ...) -> the KLs at the ``grid`` budgets that end inside each chunk."""
+    dim = len(kl.delta)
+
+    def curve(batches):
+        f0, z0 = before[_chunk()]
+        c = sample_curve((to_matrix(b.column("y"), dim) for b in batches), kl, f0, z0, grid)
+        yield pa.RecordBatch.from_arrays([pa.array(c.f, pa.int64()), pa.array(c.removal, pa.float64()),
+                                          pa.array(c.preservation, pa.float64())],
+                                         names=["f", "removal", "preservation"])
+
+    return curve
 
 
 def ranked_rows(rows_before: dict[int, int], budget: int):

@@ -9,10 +9,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, StructType
 
+from distunlearn.core.curves import Curve
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import BudgetChoice, ChunkScan, EditedKL, Removed, Thresholds, choose_budget
 from distunlearn.spark.source import UNWANTED
-from distunlearn.udfs.ordering import SCAN_SCHEMA, TOTALS_SCHEMA, chunk_scanner, chunk_totals, ranked_rows
+from distunlearn.udfs.ordering import (CURVE_SCHEMA, SCAN_SCHEMA, TOTALS_SCHEMA, chunk_curve, chunk_scanner,
+                                      chunk_totals, ranked_rows)
 from distunlearn.udfs.scoring import score_column, scorer
 
 ROWS_PER_CHUNK = 25_000
@@ -60,6 +62,15 @@ class RuleOrdering:
         rows = self.rows.mapInArrow(chunk_scanner(kl, thresholds, before), SCAN_SCHEMA).collect()
         scans = [ChunkScan(r["first_feasible"], r["removal"], r["preservation"], r["best_alpha"]) for r in rows]
         return choose_budget(self.rule, kl, thresholds, scans, removed)
+
+    def curve(self, kl: EditedKL, grid: np.ndarray) -> Curve:
+        """KL(p1||p_f) and KL(p2||p_f) at the ``grid`` budgets, from one scan of every chunk."""
+        rows = self.rows.mapInArrow(chunk_curve(kl, self.before, grid), CURVE_SCHEMA).collect()
+        removal0, preservation0 = kl.before
+        sampled = Curve(np.array([r["f"] for r in rows], dtype=np.int64), np.array([r["removal"] for r in rows]),
+                        np.array([r["preservation"] for r in rows]))
+        start = Curve(np.array([0]), np.array([removal0]), np.array([preservation0]))
+        return Curve.concat([start, sampled] if 0 in grid else [sampled])
 
     def deleted(self, budget: int) -> DataFrame:
         """(id, score, rank) of the first ``budget`` rows in deletion order."""
