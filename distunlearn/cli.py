@@ -10,6 +10,7 @@ from pathlib import Path
 
 from distunlearn.config import RULE_CHOICES, EvaluateConfig, UnlearnConfig
 from distunlearn.core.rules import RULE_HELP, RULES
+from distunlearn.embed import add_embed_parser, run_embed
 from distunlearn.errors import DistunlearnError, InfeasibleError
 
 EXIT_CODES = "exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible, 3 source kept changing (conflict)"
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          epilog=EXIT_CODES))
     add_evaluate_arguments(sub.add_parser("evaluate", help="budget curves, halving budgets and frontier of every rule",
                                           epilog="exit codes: 0 done, 1 bad input or failure"))
+    add_embed_parser(sub)
     demo = sub.add_parser("demo", help="create a demo lakehouse table and run unlearn on it")
     add_unlearn_arguments(demo)
     demo.add_argument("--lakehouse", default="lakehouse", help="folder of the demo tables (default ./lakehouse)")
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "embed":
+            return run_embed(args)
         if args.command == "demo":
             _prepare_demo(args)
         config = config_from_args(args)

@@ -92,7 +92,7 @@ def sms_case(spark, tables: str, grid=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)) -> 
 
 def fashion_case(spark, tables: str, dims: int = 64, grid=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)) -> Case:
     """Fashion-MNIST (70,000 images), forget one class; PCA features of the pixels."""
-    from distunlearn.datasets import FASHION_CLASSES, fashion_mnist, pca_features
+    from distunlearn.datasets import FASHION_MNIST_CLASSES, fashion_mnist, pca_features
 
     images, labels = fashion_mnist()
     features = pca_features(images, dims)
@@ -100,7 +100,7 @@ def fashion_case(spark, tables: str, dims: int = 64, grid=(0.0, 0.1, 0.25, 0.5, 
     table = pa.table({"id": np.arange(len(labels), dtype=np.int64), "label": labels.astype(np.int64),
                       "embedding": flat})
     path = write_table(spark, table, os.path.join(tables, "fashion_mnist"))
-    forget = FASHION_CLASSES[FASHION_FORGET]
+    forget = FASHION_MNIST_CLASSES[FASHION_FORGET]
     return Case("fashion_mnist", "fashion_mnist",
                 f"Fashion-MNIST, 70,000 images, PCA-{dims} of the pixels; forget class {FASHION_FORGET} ({forget})",
                 EvaluateConfig(source=path, unwanted=f"label = {FASHION_FORGET}", downstream=True, label_col="label",

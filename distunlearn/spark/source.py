@@ -1,17 +1,24 @@
 """Reading the source table at a pinned version and labelling its rows by domain."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, FloatType
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType
 
 from distunlearn.config import is_path
 from distunlearn.errors import DistunlearnError
 
 UNWANTED, RETAINED = 1, 2
+
+# Input partitions are coalesced (never shuffled) to about this many per core when a source is split far
+# finer than the cluster and its size need: every pass runs one task per partition, and a Python task
+# costs PySpark a tenth of a second or more even when its partition is empty.
+TASKS_PER_CORE = 4
+PARTITION_BYTES = 128 * 1024 * 1024
 
 
 def col(name: str) -> Column:
@@ -34,7 +41,7 @@ class Source:
             if not os.path.exists(name) and is_path(name):
                 raise DistunlearnError(f"source not found: {name}")
             try:
-                return cls(name, fmt, spark.read.parquet(name), None)
+                return cls(name, fmt, coalesced(spark, spark.read.parquet(name)), None)
             except Exception as exc:  # noqa: BLE001 - reported as one line
                 raise DistunlearnError(f"cannot read Parquet source {name}: {first_line(exc)}") from None
         from delta.tables import DeltaTable
@@ -53,7 +60,41 @@ class Source:
         version = int(table.history(1).select("version").first()[0])
         reader = spark.read.format("delta").option("versionAsOf", version)
         df = reader.load(name) if is_path(name) else reader.table(name)
-        return cls(name, fmt, df, version)
+        return cls(name, fmt, coalesced(spark, df), version)
+
+
+def partition_target(cores: int, size_bytes: int | None) -> int:
+    """How many partitions a scan needs: ``TASKS_PER_CORE`` per core, and one per ``PARTITION_BYTES`` of
+    files so that a large table keeps the split size Spark would give it (unknown size: no limit)."""
+    if size_bytes is None:
+        return 2**31 - 1
+    return max(TASKS_PER_CORE * max(cores, 1), math.ceil(size_bytes / PARTITION_BYTES))
+
+
+def coalesced(spark: SparkSession, df: DataFrame) -> DataFrame:
+    """``df`` with its partitions coalesced to ``partition_target`` when it has more than twice as many.
+
+    Coalescing merges neighbouring partitions in the same task without a shuffle: the rows, and so every
+    statistic, score and deletion set, are the same; only the number of tasks (and of files the edited
+    table is written in) drops. A source of a thousand mostly empty partitions then costs a few tasks
+    per pass instead of a thousand.
+    """
+    try:
+        partitions = df.rdd.getNumPartitions()
+        target = partition_target(spark.sparkContext.defaultParallelism, _size_in_bytes(df))
+    except Exception:  # noqa: BLE001 - a layout optimisation only: keep the scan as it is
+        return df
+    return df.coalesce(target) if partitions > 2 * target else df
+
+
+def _size_in_bytes(df: DataFrame) -> int | None:
+    """The optimizer's size estimate of the scan (the files' bytes for Delta and Parquet), if known."""
+    try:
+        size = df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
+        size = size if isinstance(size, int) else int(size.toString())     # py4j may hand a Scala BigInt
+    except Exception:  # noqa: BLE001 - Spark Connect or another plan without statistics
+        return None
+    return None if size >= 2**63 - 1 else size
 
 
 def first_line(exc: BaseException) -> str:
@@ -97,9 +138,11 @@ def read_requests(spark: SparkSession, path: str, key: str) -> DataFrame:
 
 
 def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, retained: str | None,
-                  requests: DataFrame | None = None, request_key: str | None = None) -> DataFrame:
-    """Columns (id, domain, vec, requested): domain 1 unwanted, 2 retained, null for rows in neither;
-    ``requested`` when the row's ``request_key`` (default the id) is in ``requests``.
+                  requests: DataFrame | None = None, request_key: str | None = None,
+                  label_col: str | None = None) -> DataFrame:
+    """Columns (id, domain, vec, requested[, label]): domain 1 unwanted, 2 retained, null for rows in
+    neither; ``requested`` when the row's ``request_key`` (default the id) is in ``requests``;
+    ``label`` is ``label_col`` as a double (the class a downstream classifier learns).
 
     A row matching both predicates is unwanted.
     """
@@ -116,5 +159,11 @@ def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, r
     if requests is not None:
         df = df.join(requests, col(key) == F.col("__request_key"), "left")
         requested = F.col("__request_key").isNotNull()
+    label = []
+    if label_col:
+        if label_col not in df.columns or not isinstance(df.schema[label_col].dataType, NumericType):
+            raise DistunlearnError(f"label column {label_col!r} must be a numeric column of the source "
+                                   f"(class indices 0, 1, ...)")
+        label = [col(label_col).cast("double").alias("label")]
     return df.select(col(id_col).alias("id"), domain.cast("int").alias("domain"), vec.alias("vec"),
-                     requested.alias("requested"))
+                     requested.alias("requested"), *label)
