@@ -132,9 +132,10 @@ def results_markdown(results: list[dict], command: str) -> str:
         "expectation for KL and one seeded draw downstream; full removal needs 100% by definition.",
         "",
         "| case | paper: data | paper metric | paper random | paper selective | KL: random | KL: paper's rule "
-        "(distance_to_retained) | KL: likelihood_ratio | downstream: random | downstream: paper's rule | "
-        "downstream: likelihood_ratio | retained accuracy (min-max over all budgets) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(distance_to_retained) | KL: likelihood_ratio | KL: full removal | downstream: random | "
+        "downstream: paper's rule | downstream: likelihood_ratio | forget metric, all data -> full removal | "
+        "retained accuracy (min-max over all budgets) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         paper = PAPER.get(r["paper"] or "", {})
@@ -148,11 +149,13 @@ def results_markdown(results: list[dict], command: str) -> str:
             return _pct(down[rule]["halving_fraction"]) if rule in down else "-"
 
         retained = [a for e in down.values() for a in e["retained_accuracy_range"]]
+        points = next(iter(down.values()))["points"] if down else None
+        forget = f"{points[0]['forget_accuracy']:.3f} -> {points[-1]['forget_accuracy']:.3f}" if points else "-"
         lines.append(
             f"| [{r['name']}]({r['name']}.md) | {paper.get('data', '-')} ({paper.get('separability', '-')}) | "
             f"{paper.get('metric', '-')} | {paper.get('random', '-')} | {paper.get('selective', '-')} | "
-            f"{kl('random')} | {kl('distance_to_retained')} | {kl('likelihood_ratio')} | {ds('random')} | "
-            f"{ds('distance_to_retained')} | {ds('likelihood_ratio')} | "
+            f"{kl('random')} | {kl('distance_to_retained')} | {kl('likelihood_ratio')} | 100 | {ds('random')} | "
+            f"{ds('distance_to_retained')} | {ds('likelihood_ratio')} | {forget} | "
             f"{f'{min(retained):.3f}-{max(retained):.3f}' if retained else '-'} |")
     lines += ["", "## Cases", ""]
     for r in results:
