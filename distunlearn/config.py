@@ -18,8 +18,11 @@ HASH_KEY_ENV = "DISTUNLEARN_HASH_KEY"
 
 
 @dataclass(frozen=True)
-class UnlearnConfig:
-    """Everything ``distunlearn unlearn`` needs. Field names are the flags with ``_`` for ``-``."""
+class SourceConfig:
+    """The source, its domains and the model settings shared by ``unlearn`` and ``evaluate``.
+
+    Field names are the flags with ``_`` for ``-``; ``load`` reads them from a TOML/JSON file, then flags.
+    """
 
     source: str
     unwanted: str
@@ -27,19 +30,48 @@ class UnlearnConfig:
     id_col: str = "id"
     vector_col: str = "embedding"
     retained: str | None = None
+    seed: int = 0
+    ridge: float = 1e-6
+    order_chunks: int | None = None
+    report: str | None = None
+    spark_conf: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.format not in ("delta", "parquet"):
+            raise DistunlearnError(f"--format must be delta or parquet, got {self.format!r}")
+        if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
+            raise DistunlearnError(f"--ridge must be a finite number >= 0, got {self.ridge}")
+        if self.order_chunks is not None and self.order_chunks < 1:
+            raise DistunlearnError("--order-chunks must be >= 1")
+
+    @classmethod
+    def load(cls, path: str | None = None, **overrides):
+        """Keys from ``path`` (TOML or JSON), then every override that is not None."""
+        values = read_config_file(path) if path else {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DistunlearnError(f"unknown configuration key(s): {', '.join(unknown)}")
+        for required in ("source", "unwanted"):
+            if not values.get(required):
+                raise DistunlearnError(f"--{required} is required (flag or config key {required!r})")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class UnlearnConfig(SourceConfig):
+    """Everything ``distunlearn unlearn`` needs."""
+
     alpha: float | None = None
     epsilon: float | None = None
     alpha_rel: float | None = None
     epsilon_rel: float | None = None
     rule: str = "auto"
-    seed: int = 0
-    ridge: float = 1e-6
     output: str | None = None
     manifest: str | None = None
-    report: str | None = None
     dry_run: bool = False
     run_id: str | None = None
-    order_chunks: int | None = None
     in_place: bool = False
     requests: str | None = None
     request_key: str | None = None
@@ -48,15 +80,11 @@ class UnlearnConfig:
     hash_ids: bool = False
     ledger: str | None = None
     max_retries: int = 3
-    spark_conf: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.format not in ("delta", "parquet"):
-            raise DistunlearnError(f"--format must be delta or parquet, got {self.format!r}")
+        super().__post_init__()
         if self.rule not in RULE_CHOICES:
             raise DistunlearnError(f"--rule must be one of {', '.join(RULE_CHOICES)}, got {self.rule!r}")
-        if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
-            raise DistunlearnError(f"--ridge must be a finite number >= 0, got {self.ridge}")
         for name in ("alpha", "epsilon", "alpha_rel", "epsilon_rel"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -65,8 +93,6 @@ class UnlearnConfig:
             raise DistunlearnError("give only one of --alpha and --alpha-rel")
         if self.epsilon is not None and self.epsilon_rel is not None:
             raise DistunlearnError("give only one of --epsilon and --epsilon-rel")
-        if self.order_chunks is not None and self.order_chunks < 1:
-            raise DistunlearnError("--order-chunks must be >= 1")
         if self.in_place and self.output:
             raise DistunlearnError("give either --output (a new edited table) or --in-place, not both")
         if not (self.dry_run or self.output or self.in_place):
@@ -130,52 +156,23 @@ class UnlearnConfig:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def load(cls, path: str | None = None, **overrides) -> "UnlearnConfig":
-        """Keys from ``path`` (TOML or JSON), then every override that is not None."""
-        return load_config(cls, path, overrides)
-
-
-def load_config(cls, path: str | None, overrides: dict):
-    """A config dataclass from the keys of ``path`` (TOML or JSON), then every override that is not None."""
-    values = read_config_file(path) if path else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise DistunlearnError(f"unknown configuration key(s): {', '.join(unknown)}")
-    for required in ("source", "unwanted"):
-        if not values.get(required):
-            raise DistunlearnError(f"--{required} is required (flag or config key {required!r})")
-    return cls(**values)
-
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    """Everything ``distunlearn evaluate`` needs: the source and domains as for ``unlearn``, the rules
-    to compare, how finely to sample their curves, and the optional downstream retraining."""
+class EvaluateConfig(SourceConfig):
+    """Everything ``distunlearn evaluate`` needs: the rules to compare, how finely to sample their
+    curves, and the optional downstream retraining."""
 
-    source: str
-    unwanted: str
-    format: str = "delta"
-    id_col: str = "id"
-    vector_col: str = "embedding"
-    retained: str | None = None
     rules: tuple = RULES
     points: int = 101
-    seed: int = 0
-    ridge: float = 1e-6
-    order_chunks: int | None = None
-    report: str | None = None
     downstream: bool = False
     label_col: str | None = None
     test_fraction: float = 0.2
     downstream_grid: tuple = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
     max_iter: int = 100
     reg_param: float = 1e-4
-    spark_conf: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        super().__post_init__()
         rules = tuple(r.strip() for r in self.rules.split(",")) if isinstance(self.rules, str) else tuple(self.rules)
         grid = self.downstream_grid
         grid = tuple(float(g) for g in (grid.split(",") if isinstance(grid, str) else grid))
@@ -183,14 +180,8 @@ class EvaluateConfig:
         object.__setattr__(self, "downstream_grid", grid)
         if not rules or any(r not in RULES for r in rules):
             raise DistunlearnError(f"--rules takes a comma list of {', '.join(RULES)}, got {','.join(rules)!r}")
-        if self.format not in ("delta", "parquet"):
-            raise DistunlearnError(f"--format must be delta or parquet, got {self.format!r}")
         if not (isinstance(self.points, int) and self.points >= 2):
             raise DistunlearnError(f"--points must be an integer >= 2, got {self.points}")
-        if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
-            raise DistunlearnError(f"--ridge must be a finite number >= 0, got {self.ridge}")
-        if self.order_chunks is not None and self.order_chunks < 1:
-            raise DistunlearnError("--order-chunks must be >= 1")
         if self.downstream and not self.label_col:
             raise DistunlearnError("--downstream needs --label-col, the class label the classifier learns")
         if not (0 < self.test_fraction < 1):
@@ -199,11 +190,6 @@ class EvaluateConfig:
             raise DistunlearnError("--downstream-grid takes fractions between 0 and 1, e.g. 0,0.25,0.5,1")
         if self.max_iter < 1 or not (math.isfinite(self.reg_param) and self.reg_param >= 0):
             raise DistunlearnError("--max-iter must be >= 1 and --reg-param a finite number >= 0")
-
-    @classmethod
-    def load(cls, path: str | None = None, **overrides) -> "EvaluateConfig":
-        """Keys from ``path`` (TOML or JSON), then every override that is not None."""
-        return load_config(cls, path, overrides)
 
 
 def is_path(source: str) -> bool:
