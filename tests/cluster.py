@@ -25,6 +25,9 @@ import pyspark
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 SPARK_CLASS = SPARK_HOME / "bin" / "spark-class"
 SPARK_SUBMIT = SPARK_HOME / "bin" / "spark-submit"
+# JVM option of the cluster's short-lived processes (master, workers, driver, executors): compile with C1
+# only, so that no C2 compiler threads compete for a two-core test machine's cores
+C1_ONLY = "-XX:TieredStopAtLevel=1"
 
 
 def free_port() -> int:
@@ -92,8 +95,9 @@ class StandaloneCluster:
         cwd.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
         with open(log, "wb") as fh:
-            proc = subprocess.Popen([str(SPARK_CLASS), *args], cwd=cwd, env=spark_env(), stdout=fh,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen([str(SPARK_CLASS), *args], cwd=cwd, env=spark_env(SPARK_DAEMON_JAVA_OPTS=C1_ONLY),
+                                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
         daemon = Daemon(name, proc, log)
         self.daemons.append(daemon)
         return daemon

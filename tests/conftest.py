@@ -7,7 +7,23 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import reliability
 from distunlearn.spark.session import get_session
+
+
+def pytest_configure(config):
+    reliability.install(config)
+
+
+# ``distunlearn unlearn`` flags for the short-lived driver processes the fault tests start and kill: two
+# cores, the suite's small shuffle and log-replay parallelism, and a JVM that compiles with C1 only (no
+# C2 compiler threads competing for the cores: such a run reaches its kill point about a fifth sooner).
+# None of them decides a row of the deletion set.
+SMALL_DRIVER_FLAGS = ["--master", "local[2]", "--spark-conf", "spark.sql.shuffle.partitions=4",
+                      "--spark-conf", "spark.databricks.delta.snapshotPartitions=2",
+                      "--spark-conf", "spark.sql.sources.parallelPartitionDiscovery.parallelism=4",
+                      "--spark-conf", "spark.ui.enabled=false",
+                      "--spark-conf", "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1"]
 
 
 @pytest.fixture(scope="session")

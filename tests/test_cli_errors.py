@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
+import deltalake
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+import reliability
 from conftest import domain_table, write_delta
 from distunlearn.cli import main
 
@@ -128,6 +132,43 @@ def tree(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
 
+def table_rows(*roots) -> Counter:
+    """Every row of every table at or under ``roots`` as (table, repr of the row), read without Spark: Delta
+    tables by delta-rs, plain Parquet folders by pyarrow. Missing paths hold no rows."""
+    rows: Counter = Counter()
+    for root in map(Path, roots):
+        if not root.is_dir():
+            continue
+        delta = {p.parent for p in root.rglob("_delta_log")} | ({root} if (root / "_delta_log").is_dir() else set())
+        parquet = {p.parent for p in root.rglob("*.parquet")
+                   if not any(t == p.parent or t in p.parents for t in delta)}
+        for table in delta | parquet:
+            data = deltalake.DeltaTable(str(table)).to_pyarrow_table() if table in delta else pq.read_table(table)
+            rows.update((str(table), repr(tuple(r.values()))) for r in data.to_pylist())
+    return rows
+
+
+def source_of(argv: list[str]) -> str | None:
+    return next((a.split("=", 1)[1] for a in argv if a.startswith("--source=")), None)
+
+
+class Untouched:
+    """Rows of every table under the test folder and of the source, before and after a rejected run:
+    ``lost`` counts the rows (with their multiplicity) that were there before and are gone."""
+
+    def __init__(self, root: Path, argv: list[str]):
+        self.roots = [root] + [s for s in [source_of(argv)] if s and not Path(s).is_relative_to(root)]
+        self.before = table_rows(*self.roots)
+
+    def lost(self) -> int:
+        return sum((self.before - table_rows(*self.roots)).values())
+
+    def record(self, outcome: str, case: str | None = None) -> None:
+        lost = self.lost()
+        reliability.record(case, outcome, rows_checked=sum(self.before.values()), rows_lost=lost)
+        assert lost == 0, f"{lost} row(s) of the existing tables are gone"
+
+
 def assert_nothing_written(root: Path, before: dict[str, int], output, output_existed: bool) -> None:
     """No file under ``root`` changed, and neither a new output table nor its default manifest appeared."""
     if output is not None:
@@ -137,12 +178,14 @@ def assert_nothing_written(root: Path, before: dict[str, int], output, output_ex
     assert tree(root) == before, "files changed under the test folder"
 
 
-def expect_error(capsys, tmp_path, argv, output, *words, **kw) -> str:
-    """Run ``argv``, check the failure and its last stderr line, and that nothing was written."""
-    before, existed = tree(tmp_path), output is not None and os.path.exists(output)
+def expect_error(capsys, tmp_path, argv, output, *words, case: str | None = None, **kw) -> str:
+    """Run ``argv``, check the failure and its last stderr line, and that nothing was written nor lost
+    (recorded as one bad input of the reliability summary)."""
+    before, existed, rows = tree(tmp_path), output is not None and os.path.exists(output), Untouched(tmp_path, argv)
     code, _, err = run(capsys, argv)
     line = assert_failed(code, err, *words, **kw)
     assert_nothing_written(tmp_path, before, output, existed)
+    rows.record(f"exit {code}: {line}", case)
     return line
 
 
@@ -182,6 +225,7 @@ def test_valid_table_succeeds(spark, capsys, tmp_path, valid_source):
     pytest.param(mutated(set_id(12, 100)), ("duplicate", "'id'"), id="duplicate-ids"),
     pytest.param(empty_table, ("empty",), id="empty-table"),
 ])
+@pytest.mark.reliability("bad input")
 def test_bad_source_data(spark, capsys, tmp_path, write_source, words):
     source = write_source(spark, tmp_path / "source")
     output = tmp_path / "edited"
@@ -208,16 +252,19 @@ def test_bad_source_data(spark, capsys, tmp_path, write_source, words):
     pytest.param({"ridge": -1.0}, ("--ridge",), id="negative-ridge"),
     pytest.param({"spark_conf": "no-equals-sign"}, ("--spark-conf", "KEY=VALUE"), id="spark-conf-without-value"),
 ])
+@pytest.mark.reliability("bad input")
 def test_bad_flags(capsys, tmp_path, valid_source, flags, words):
     output = tmp_path / "edited"
     expect_error(capsys, tmp_path, cli_args(valid_source, output, **flags), output, *words)
 
 
+@pytest.mark.reliability("bad input")
 def test_no_output_and_no_dry_run(capsys, tmp_path, valid_source):
     expect_error(capsys, tmp_path, cli_args(valid_source), None, "--output", "--dry-run")
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.reliability("bad input")
 def test_unknown_config_key(capsys, tmp_path, valid_source):
     config = tmp_path / "job.toml"
     config.write_text(f'unwanted = "{UNWANTED}"\nrigde = 0.001\n')
@@ -228,12 +275,14 @@ def test_unknown_config_key(capsys, tmp_path, valid_source):
 
 # ---------------------------------------------------------------- singular covariance
 
+@pytest.mark.reliability("bad input")
 def test_singular_covariance_needs_ridge(spark, capsys, tmp_path):
     rng = np.random.default_rng(5)
     source = write_delta(spark, domain_table(rng.standard_normal((3, 8)) + 2.0, rng.standard_normal((3, 8))),
                          tmp_path / "source")
     output = tmp_path / "edited"
-    expect_error(capsys, tmp_path, cli_args(source, output, ridge=0), output, "singular", "--ridge")
+    expect_error(capsys, tmp_path, cli_args(source, output, ridge=0), output, "singular", "--ridge",
+                 case="fewer rows than dimensions, --ridge 0")
 
     # the default ridge (1e-6 * trace/d) makes it invertible; one rule keeps the run short
     code, _, err = run(capsys, cli_args(source, output, rule="likelihood_ratio"))
@@ -248,6 +297,7 @@ def test_singular_covariance_needs_ridge(spark, capsys, tmp_path):
     pytest.param(None, {"format": "parquet"}, ("not found", "missing"), id="parquet-source-does-not-exist"),
     pytest.param(plain_parquet, {}, ("not a Delta table",), id="parquet-folder-read-as-delta"),
 ])
+@pytest.mark.reliability("bad input")
 def test_bad_source_path(spark, capsys, tmp_path, write_source, flags, words):
     source = tmp_path / ("source" if write_source else "missing")
     if write_source:
@@ -256,33 +306,41 @@ def test_bad_source_path(spark, capsys, tmp_path, write_source, flags, words):
     expect_error(capsys, tmp_path, cli_args(source, output, **flags), output, *words)
 
 
+@pytest.mark.reliability("bad input")
 def test_output_already_holds_a_table(spark, capsys, tmp_path, valid_source):
     output = Path(valid_delta(spark, tmp_path / "existing"))
     expect_error(capsys, tmp_path, cli_args(valid_source, output), output, "--output", "already holds data")
     assert spark.read.format("delta").load(str(output)).count() == 32
 
 
+@pytest.mark.reliability("bad input")
 def test_output_is_the_source(spark, capsys, tmp_path):
     source = valid_delta(spark, tmp_path / "source")
-    expect_error(capsys, tmp_path, cli_args(source, source), source, "--output", "is the source")
-    expect_error(capsys, tmp_path, cli_args(source, source + "/"), source, "--output", "is the source")
+    expect_error(capsys, tmp_path, cli_args(source, source), source, "--output", "is the source",
+                 case="output is the source")
+    expect_error(capsys, tmp_path, cli_args(source, source + "/"), source, "--output", "is the source",
+                 case="output is the source + '/'")
     assert spark.read.format("delta").load(source).count() == 32
 
 
 # ---------------------------------------------------------------- infeasible thresholds
 
+@pytest.mark.reliability("bad input")
 def test_infeasible_thresholds(capsys, tmp_path, valid_source):
     output = tmp_path / "edited"
-    before = tree(tmp_path)
-    code, out, err = run(capsys, cli_args(valid_source, output, alpha=1000, epsilon_rel=1.0,
-                                          rule="likelihood_ratio"))
-    assert_failed(code, err, "best alpha", "frontier", "1000", prefix="distunlearn: infeasible:", exit_code=2)
+    argv = cli_args(valid_source, output, alpha=1000, epsilon_rel=1.0, rule="likelihood_ratio")
+    before, rows = tree(tmp_path), Untouched(tmp_path, argv)
+    code, out, err = run(capsys, argv)
+    line = assert_failed(code, err, "best alpha", "frontier", "1000", prefix="distunlearn: infeasible:",
+                         exit_code=2)
     assert_nothing_written(tmp_path, before, output, output_existed=False)
     assert out.strip(), "the summary of how close each rule got is printed"
+    rows.record(f"exit {code}: {line}", "infeasible thresholds (--alpha 1000)")
 
 
 # ---------------------------------------------------------------- collisions and partition-level raggedness
 
+@pytest.mark.reliability("bad input")
 def test_ragged_vectors_across_partitions(spark, capsys, tmp_path):
     rng = np.random.default_rng(7)
     source = str(tmp_path / "source")
@@ -296,17 +354,24 @@ def test_ragged_vectors_across_partitions(spark, capsys, tmp_path):
     expect_error(capsys, tmp_path, cli_args(source, output), output, "ragged", "from 3 to 4")
 
 
+@pytest.mark.reliability("bad input")
 def test_manifest_is_the_output(capsys, tmp_path, valid_source):
     output = tmp_path / "edited"
-    code, _, err = run(capsys, cli_args(valid_source, output, manifest=output, rule="likelihood_ratio"))
+    argv = cli_args(valid_source, output, manifest=output, rule="likelihood_ratio")
+    rows = Untouched(tmp_path, argv)
+    code, _, err = run(capsys, argv)
     assert not output.exists(), "the edited table was written before the run failed"
-    assert_failed(code, err, "manifest")
+    line = assert_failed(code, err, "manifest")
+    rows.record(f"exit {code}: {line}", "--manifest equal to --output")
 
 
+@pytest.mark.reliability("bad input")
 def test_report_in_a_missing_folder(capsys, tmp_path, valid_source):
     output = tmp_path / "edited"
-    code, _, err = run(capsys, cli_args(valid_source, output, report=tmp_path / "no-such-dir" / "report.json",
-                                        rule="likelihood_ratio"))
+    argv = cli_args(valid_source, output, report=tmp_path / "no-such-dir" / "report.json", rule="likelihood_ratio")
+    rows = Untouched(tmp_path, argv)
+    code, _, err = run(capsys, argv)
     assert not output.exists(), "the edited table was written before the run failed"
     assert not (tmp_path / "edited_manifest").exists(), "the manifest was written before the run failed"
-    assert_failed(code, err, "report")
+    line = assert_failed(code, err, "report")
+    rows.record(f"exit {code}: {line}", "--report in a missing folder")

@@ -25,9 +25,11 @@ import pytest
 from pyspark.sql import functions as F
 
 import reference
+import reliability
 from cluster import descendants, process_tree
-from conftest import domain_table, write_delta
+from conftest import SMALL_DRIVER_FLAGS, domain_table, write_delta
 from distunlearn.spark.session import session_conf
+from distunlearn.spark.source import PARTITION_BYTES, TASKS_PER_CORE, Source, partition_target
 from test_cli_errors import cli_args, run
 
 UNWANTED, RETAINED = "topic = 'unwanted'", "topic = 'retained'"
@@ -54,11 +56,12 @@ def read_ids(spark, path) -> list:
     return [r[0] for r in spark.read.format("delta").load(str(path)).select("id").collect()]
 
 
-def unlearn(spark, capsys, tmp_path, source, name: str, **flags) -> dict:
-    """``distunlearn unlearn`` in-process on the suite's session; it must succeed. Returns the report,
-    the manifest's (id, rank) rows and the edited table's ids."""
+def unlearn(spark, capsys, tmp_path, source, name: str, conf: dict | None = None, **flags) -> dict:
+    """``distunlearn unlearn`` in-process on the suite's session (with the SQL settings ``conf`` during the
+    run only); it must succeed. Returns the report, the manifest's (id, rank) rows and the edited table's ids."""
     output, report_path = tmp_path / name, tmp_path / f"{name}.json"
-    code, _, err = run(capsys, cli_args(source, output, retained=RETAINED, report=report_path, **flags))
+    with session_conf(spark, conf or {}):
+        code, _, err = run(capsys, cli_args(source, output, retained=RETAINED, report=report_path, **flags))
     assert code == 0, f"exit {code}: {err[-2000:]}"
     assert "distunlearn: error" not in err
     manifest = spark.read.format("delta").load(f"{output}_manifest").select("id", "rank").collect()
@@ -70,13 +73,22 @@ def deleted_ids(result: dict) -> list:
     return sorted(i for _, i in result["manifest"])
 
 
-def assert_brute_force(result: dict, x1, x2, ids1, all_ids, rule: str) -> list:
-    """Budget and deleted ids equal the brute force's; the edited table is the source minus exactly them."""
+def assert_brute_force(result: dict, x1, x2, ids1, all_ids, rule: str, case: str | None = None) -> list:
+    """Budget and deleted ids equal the brute force's; the edited table is the source minus exactly them.
+
+    With ``case``, recorded as one hostile input of the reliability summary: rows lost are the rows the
+    brute force keeps that the edited table lacks.
+    """
     report = result["report"]
     f, rows = reference.smallest_budget(x1, x2, ids1, rule, report["alpha"], report["epsilon"])
     assert f is not None and f > 0, "the brute force finds no budget: the case proves nothing"
-    assert report["deleted"] == f
     expected = sorted(ids1[rows].tolist())
+    if case is not None:
+        kept = set(all_ids) - set(expected)
+        reliability.record(case, f"success: {report['deleted']} of {len(ids1)} unwanted rows deleted "
+                                 f"(brute force: {f})",
+                           rows_checked=len(all_ids), rows_lost=len(kept - set(result["edited"])))
+    assert report["deleted"] == f
     assert deleted_ids(result) == expected
     assert [rank for rank, _ in result["manifest"]] == list(range(1, f + 1))
     assert len(result["edited"]) == len(all_ids) - f
@@ -86,6 +98,7 @@ def assert_brute_force(result: dict, x1, x2, ids1, all_ids, rule: str) -> list:
 
 # ---------------------------------------------------------------- degenerate domains
 
+@pytest.mark.reliability("hostile input")
 def test_one_unwanted_row(spark, capsys, tmp_path):
     """One unwanted row: every rule (auto) ranks a single row over two chunks, one of them empty."""
     x1, x2 = two_domains(1, 25, dim=3, seed=1)
@@ -93,7 +106,7 @@ def test_one_unwanted_row(spark, capsys, tmp_path):
     source = write_delta(spark, table, tmp_path / "source", partitions=3)
     result = unlearn(spark, capsys, tmp_path, source, "edited", rule="auto")
     ids = table.column("id").to_pylist()
-    assert_brute_force(result, x1, x2, unwanted_ids(table, 1), ids, "likelihood_ratio")
+    assert_brute_force(result, x1, x2, unwanted_ids(table, 1), ids, "likelihood_ratio", "one unwanted row")
     rules = result["report"]["rules"]
     assert len(rules) == 6 and all(r["feasible"] and r["deleted"] == 1 for r in rules.values()), rules
     assert deleted_ids(result) == [ids[0]]
@@ -114,6 +127,7 @@ TIED_IDS = {
 
 @pytest.mark.parametrize("id_type, rule", [("long", "likelihood_ratio"), ("string", "distance_to_retained"),
                                            ("decimal", "closest_to_unwanted")])
+@pytest.mark.reliability("hostile input")
 def test_all_scores_tied_deletes_the_smallest_ids_first(spark, capsys, tmp_path, id_type, rule):
     """Identical unwanted vectors: every score ties, so the deleted rows are the f smallest ids in the id
     type's own order, ranked in that order, also across three ordered chunks."""
@@ -131,7 +145,8 @@ def test_all_scores_tied_deletes_the_smallest_ids_first(spark, capsys, tmp_path,
     result = unlearn(spark, capsys, tmp_path, source, "edited", rule=rule, order_chunks=3, alpha_rel=0.5)
 
     ids1 = unwanted_ids(table, n1)
-    expected = assert_brute_force(result, x1, x2, ids1, table.column("id").to_pylist(), rule)
+    expected = assert_brute_force(result, x1, x2, ids1, table.column("id").to_pylist(), rule,
+                                  f"all scores tied, {id_type} ids, {rule}")
     f = result["report"]["deleted"]
     assert 1 < f < n1, f"budget {f} does not split the tied rows: the tie-break is not exercised"
     assert expected == sorted(tied)[:f]
@@ -148,17 +163,17 @@ def partition_layout(spark, path) -> dict[str, list[int]]:
 
 
 # Every pass of the job runs one task per input partition, and a Python (mapInArrow) task costs PySpark
-# 0.15-0.2 s on this shared two-core machine whatever its size: 1,000 partitions took 216-498 s for this
-# one test (two Python passes and about five JVM passes over them), 250 took 116 s. The default keeps the
-# file near two minutes; DISTUNLEARN_TEST_PARTITIONS=1000 runs the full-size case.
-SCATTERED_PARTITIONS = int(os.environ.get("DISTUNLEARN_TEST_PARTITIONS", "200"))
-SCATTERED_ROWS = (14, 26)                     # unwanted, retained: 40 rows, so >= 80% of 200 partitions are empty
+# 0.15-0.2 s whatever its size: before the job coalesced its input (``distunlearn.spark.source.coalesced``)
+# 1,000 partitions took 216-498 s for this one test on a shared two-core machine.
+SCATTERED_PARTITIONS = int(os.environ.get("DISTUNLEARN_TEST_PARTITIONS", "1000"))
+SCATTERED_ROWS = (14, 26)                     # unwanted, retained: 40 rows, so >= 96% of 1,000 partitions are empty
 
 
+@pytest.mark.reliability("hostile input")
 def test_many_mostly_empty_partitions_give_the_same_set_as_one(spark, capsys, tmp_path):
-    """40 rows, one per file (``repartition(SCATTERED_PARTITIONS)`` then write), read as at least that many
+    """40 rows in at most 40 files (``repartition(40)`` then write), read as at least SCATTERED_PARTITIONS
     byte-range partitions of which at most 40 hold a row: the same deletion set as the same rows in one
-    file and one partition.
+    file and one partition, and the job coalesces the scan to a few partitions per core.
 
     Each row carries a 16 kB payload so the data files, not the Delta log, are what the tiny split size cuts.
     """
@@ -168,7 +183,7 @@ def test_many_mostly_empty_partitions_give_the_same_set_as_one(spark, capsys, tm
     table = table.set_column(2, "payload", pa.array([os.urandom(8192).hex() for _ in range(len(table))]))
     df = spark.createDataFrame(table)
     scattered, single = str(tmp_path / "scattered"), str(tmp_path / "single")
-    df.repartition(SCATTERED_PARTITIONS).write.format("delta").save(scattered)
+    df.repartition(len(table)).write.format("delta").save(scattered)
     df.coalesce(1).write.format("delta").save(single)
     assert spark.read.format("delta").load(single).rdd.getNumPartitions() == 1
     ids = table.column("id").to_pylist()
@@ -178,17 +193,32 @@ def test_many_mostly_empty_partitions_give_the_same_set_as_one(spark, capsys, tm
     row_groups = sum(pq.ParquetFile(f).metadata.num_row_groups for f in files if pq.ParquetFile(f).metadata.num_rows)
     assert row_groups <= n1 + n2
     split = sum(p.stat().st_size for p in files) // (SCATTERED_PARTITIONS + 20)
-    with session_conf(spark, {"spark.sql.files.maxPartitionBytes": str(split), "spark.sql.files.openCostInBytes": "0"}):
+    tiny_splits = {"spark.sql.files.maxPartitionBytes": str(split), "spark.sql.files.openCostInBytes": "0"}
+    with session_conf(spark, tiny_splits):
         partitions = spark.read.format("delta").load(scattered).rdd.getNumPartitions()
-        assert partitions >= SCATTERED_PARTITIONS, f"precondition: {partitions} input partitions"
-        assert partitions - row_groups >= 0.75 * partitions             # most partitions are empty
-        many = unlearn(spark, capsys, tmp_path, scattered, "edited_many", rule="likelihood_ratio")
+        job_partitions = Source.read(spark, scattered).df.rdd.getNumPartitions()
+    assert partitions >= SCATTERED_PARTITIONS, f"precondition: {partitions} input partitions"
+    assert partitions - row_groups >= 0.75 * partitions                 # most partitions are empty
+    assert job_partitions == TASKS_PER_CORE * spark.sparkContext.defaultParallelism < partitions
+    # the job reads the source as those partitions; the results are read back with the usual split size
+    many = unlearn(spark, capsys, tmp_path, scattered, "edited_many", conf=tiny_splits, rule="likelihood_ratio")
     one = unlearn(spark, capsys, tmp_path, single, "edited_one", rule="likelihood_ratio")
 
     expected = assert_brute_force(one, x1, x2, unwanted_ids(table, n1), ids, "likelihood_ratio")
-    assert_brute_force(many, x1, x2, unwanted_ids(table, n1), ids, "likelihood_ratio")
+    assert_brute_force(many, x1, x2, unwanted_ids(table, n1), ids, "likelihood_ratio",
+                       f"{partitions:,} input partitions, {partitions - row_groups:,} of them empty")
     assert deleted_ids(many) == expected and many["manifest"] == one["manifest"]
     assert many["report"]["kl_removal_after"] == pytest.approx(one["report"]["kl_removal_after"], rel=1e-9)
+
+
+def test_coalescing_keeps_a_large_table_split_as_spark_would():
+    """The coalesce target never drops below one partition per PARTITION_BYTES of files, nor below
+    TASKS_PER_CORE per core; an unknown size never coalesces."""
+    assert partition_target(2, 10**6) == 2 * TASKS_PER_CORE
+    assert partition_target(2, 100 * PARTITION_BYTES) == 100
+    assert partition_target(64, 100 * PARTITION_BYTES) == 64 * TASKS_PER_CORE
+    assert partition_target(0, 0) == TASKS_PER_CORE
+    assert partition_target(2, None) >= 2**31 - 1
 
 
 # each file is its own input partition: the open cost of a file fills a whole partition
@@ -196,6 +226,7 @@ FILE_PER_PARTITION = {"spark.sql.files.openCostInBytes": str(128 * 1024 * 1024),
                       "spark.sql.files.maxPartitionBytes": str(128 * 1024 * 1024)}
 
 
+@pytest.mark.reliability("hostile input")
 def test_all_unwanted_rows_in_one_partition_give_the_same_set_as_a_shuffled_layout(spark, capsys, tmp_path):
     x1, x2 = two_domains(24, 60, dim=4, seed=5, shift=0.8)
     table = table_of(x1, x2, seed=5)
@@ -218,7 +249,8 @@ def test_all_unwanted_rows_in_one_partition_give_the_same_set_as_a_shuffled_layo
                          order_chunks=2)
 
     expected = assert_brute_force(spread, x1, x2, unwanted_ids(table, 24), ids, "distance_to_retained")
-    assert_brute_force(one_partition, x1, x2, unwanted_ids(table, 24), ids, "distance_to_retained")
+    assert_brute_force(one_partition, x1, x2, unwanted_ids(table, 24), ids, "distance_to_retained",
+                       "every unwanted row in one partition")
     assert deleted_ids(one_partition) == expected and one_partition["manifest"] == spread["manifest"]
 
 
@@ -315,6 +347,7 @@ def embeddings_table(spark, path, rows: int, dim: int, partitions: int) -> str:
     return str(path)
 
 
+@pytest.mark.reliability("worker kill")
 def test_killed_python_worker_is_retried_and_gives_the_same_set(spark, capsys, tmp_path):
     source = embeddings_table(spark, tmp_path / "source", rows=20_000, dim=8, partitions=4)
     undisturbed = unlearn(spark, capsys, tmp_path, source, "undisturbed", rule="likelihood_ratio")
@@ -323,7 +356,7 @@ def test_killed_python_worker_is_retried_and_gives_the_same_set(spark, capsys, t
     output = tmp_path / "killed"
     args = [sys.executable, "-m", "distunlearn", "unlearn", "--source", source, "--unwanted", UNWANTED,
             "--retained", RETAINED, "--rule", "likelihood_ratio", "--output", str(output),
-            "--master", "local[2,4]"]                                    # up to 4 attempts per task
+            *SMALL_DRIVER_FLAGS, "--master", "local[2,4]"]               # up to 4 attempts per task
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, DISTUNLEARN_SPARK_LOG_LEVEL="WARN")
     env.pop("PYSPARK_GATEWAY_PORT", None)
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -347,5 +380,9 @@ def test_killed_python_worker_is_retried_and_gives_the_same_set(spark, capsys, t
     assert any("Python worker exited unexpectedly" in line or "crashed" in line for line in lost), lost
     assert "deleted" in out
     killed = spark.read.format("delta").load(f"{output}_manifest").select("id", "rank").collect()
+    edited = read_ids(spark, output)
+    reliability.record("Python worker killed in the statistics pass",
+                       f"success after Spark's retry ({len(lost)} lost task(s)); same manifest and edited table",
+                       rows_checked=len(undisturbed["edited"]), rows_lost=len(set(undisturbed["edited"]) - set(edited)))
     assert sorted((r["rank"], r["id"]) for r in killed) == undisturbed["manifest"]
-    assert sorted(read_ids(spark, output)) == sorted(undisturbed["edited"])
+    assert sorted(edited) == sorted(undisturbed["edited"])

@@ -1,4 +1,6 @@
-"""In-place purges on real Delta tables: physical erasure, requests, hashing, idempotency, verify."""
+"""In-place purges on real Delta tables: physical erasure, requests, hashing, idempotency, verify, driver
+crashes at three points of a run (one run, imaged at the first two and killed at the last) and
+concurrent writers."""
 from __future__ import annotations
 
 import json
@@ -15,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import domain_table
+import reliability
+from conftest import SMALL_DRIVER_FLAGS, domain_table
 from distunlearn.cli import main
 from distunlearn.config import UnlearnConfig
 from distunlearn.job import run_unlearn
@@ -142,19 +145,40 @@ def purge_args(source, run_id, requests=None):
 DOMAINS_FLAGS = ["--unwanted", DOMAINS["unwanted"], "--retained", DOMAINS["retained"]]
 
 
-def run_until(args, marker: str, cwd) -> bool:
-    """Run the command in its own process group and SIGKILL it (JVM included) when ``marker`` shows on stderr."""
+KILL_POINTS = ("writing manifest", "committing the edit", "purge (REORG")     # in the order the job reaches them
+
+
+def run_with_crash_images(args, cwd: Path, images: Path) -> dict[str, Path]:
+    """Run the command in its own process group; SIGKILL it (JVM included) when the last of ``KILL_POINTS``
+    shows on stderr, and at each earlier one take a crash image: freeze the whole group (SIGSTOP), copy
+    ``cwd`` (the table, its manifest and ledger) to a folder under ``images`` and let the run go on (SIGCONT).
+
+    A frozen process writes nothing, so the copy holds byte for byte the files a SIGKILL at that moment
+    would leave: one driver run gives all three crash states. Returns the folder of every point reached
+    (``cwd`` itself for the last)."""
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
-    proc = subprocess.Popen([sys.executable, "-m", "distunlearn", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    killed = False
-    for line in proc.stderr:
-        if marker in line:
+    proc = subprocess.Popen([sys.executable, "-m", "distunlearn", *args, *SMALL_DRIVER_FLAGS], cwd=cwd, env=env,
+                            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    found, pending = {}, list(KILL_POINTS)
+    try:
+        for line in proc.stderr:
+            if pending[0] not in line:
+                continue
+            marker = pending.pop(0)
+            if not pending:
+                os.killpg(proc.pid, signal.SIGKILL)
+                found[marker] = cwd
+                break
+            os.killpg(proc.pid, signal.SIGSTOP)
+            try:
+                found[marker] = Path(shutil.copytree(cwd, images / f"{len(found)}-{marker.split()[0]}"))
+            finally:
+                os.killpg(proc.pid, signal.SIGCONT)
+    finally:
+        if pending and proc.poll() is None:                  # stopped early (a failure): no run left behind
             os.killpg(proc.pid, signal.SIGKILL)
-            killed = True
-            break
-    proc.wait(timeout=300)
-    return killed
+        proc.wait(timeout=300)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -168,17 +192,35 @@ def pristine(spark, tmp_path_factory):
     return dict(lake=lake, requests=requests, expected=ids_in(spark, reference / "events"), all_ids=set(ids))
 
 
-@pytest.mark.parametrize("marker", ["writing manifest", "committing the edit", "purge (REORG"])
-def test_killed_run_is_completed_by_a_rerun(spark, tmp_path, pristine, marker):
-    source = tmp_path / "events"
-    shutil.copytree(pristine["lake"] / "events", source)
+@pytest.fixture(scope="module")
+def crash_states(pristine, tmp_path_factory) -> dict[str, Path]:
+    """One driver run on a copy of the pristine table, imaged at the first kill points and SIGKILLed at the
+    last: kill point -> folder holding ``events`` (+ manifest and ledger) as the crash left them."""
+    run = tmp_path_factory.mktemp("killed-run")
+    shutil.copytree(pristine["lake"] / "events", run / "events")
+    return run_with_crash_images(purge_args(run / "events", "killed-1", pristine["requests"]), run,
+                                 tmp_path_factory.mktemp("crash-images"))
+
+
+@pytest.mark.reliability("driver kill")
+@pytest.mark.parametrize("marker", KILL_POINTS)
+def test_killed_run_is_completed_by_a_rerun(spark, pristine, crash_states, marker):
+    assert marker in crash_states, f"the run ended before {marker!r}"
+    folder = crash_states[marker]
+    source = folder / "events"
     args = purge_args(source, "killed-1", pristine["requests"])
-    assert run_until(args, marker, tmp_path), f"the run ended before {marker!r}"
     current = ids_in(spark, source)
     assert current in (pristine["all_ids"], pristine["expected"])      # untouched or fully edited
     assert main([*args, "--quiet"]) == 0
-    assert ids_in(spark, source) == pristine["expected"]
-    ledger = spark.read.format("delta").load(str(tmp_path / "distunlearn_ledger")).collect()
+    final = ids_in(spark, source)
+    state = "untouched" if current == pristine["all_ids"] else "fully edited"
+    crash = "SIGKILLed" if marker == KILL_POINTS[-1] else "frozen and its files copied (a SIGKILL's state)"
+    # rows the uninterrupted run keeps that the table lacked after the crash or lacks after the rerun
+    reliability.record(f"driver crash at '{marker}'", f"driver {crash}: table {state}; the rerun completed",
+                       rows_checked=len(pristine["expected"]),
+                       rows_lost=len(pristine["expected"] - (current & final)))
+    assert final == pristine["expected"]
+    ledger = spark.read.format("delta").load(str(folder / "distunlearn_ledger")).collect()
     assert [(r["run_id"], r["status"]) for r in ledger] == [("killed-1", "succeeded")]
     deleted = pristine["all_ids"] - pristine["expected"]
     for parquet in source.rglob("*.parquet"):
@@ -186,6 +228,7 @@ def test_killed_run_is_completed_by_a_rerun(spark, tmp_path, pristine, marker):
             assert not deleted & set(pq.read_table(parquet, columns=["id"]).column("id").to_pylist())
 
 
+@pytest.mark.reliability("concurrent writer")
 def test_concurrent_append_replans_then_gives_up_with_exit_3(spark, tmp_path, monkeypatch, capsys):
     import distunlearn.job as job
 
@@ -206,10 +249,18 @@ def test_concurrent_append_replans_then_gives_up_with_exit_3(spark, tmp_path, mo
 
     monkeypatch.setattr(job, "plan_unlearning", plan_then_append)
     appends_allowed = 1
+    original = ids_in(spark, source)
     report = run_unlearn(spark, UnlearnConfig(source=str(source), in_place=True, rule="likelihood_ratio",
                                               run_id="conflict-1", **DOMAINS))
     assert report["source_version"] == 1 and report["source_version_written"] == 2
-    assert "late-0" in ids_in(spark, source)
+    after = ids_in(spark, source)
+    deleted = {r["id"] for r in spark.read.format("delta").load(f"{source}_manifest")
+               .where(F.col("run_id") == "conflict-1").select("id").collect()}
+    assert len(deleted) == report["deleted"] > 0
+    expected = (original | {"late-0"}) - deleted
+    reliability.record("1 append while planning", "re-planned on the new version and committed",
+                       rows_checked=len(expected), rows_lost=len(expected - after))
+    assert after == expected and "late-0" in after
 
     appends_allowed = 10
     before = spark.sql(f"DESCRIBE HISTORY delta.`{source}`").where("operation = 'MERGE'").count()
@@ -218,3 +269,8 @@ def test_concurrent_append_replans_then_gives_up_with_exit_3(spark, tmp_path, mo
     assert code == 3
     assert "kept changing" in capsys.readouterr().err.strip().splitlines()[-1]
     assert spark.sql(f"DESCRIBE HISTORY delta.`{source}`").where("operation = 'MERGE'").count() == before
+    expected = after | set(appended[1:])                              # every row, and every late append
+    final = ids_in(spark, source)
+    reliability.record(f"{len(appended) - 1} appends, one per attempt (--max-retries 1)",
+                       "exit 3, no MERGE committed", rows_checked=len(expected), rows_lost=len(expected - final))
+    assert final == expected

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import deltalake
@@ -187,23 +184,6 @@ def test_demo_compares_the_papers_rule_and_likelihood_ratio_with_random(spark, t
     assert rules["likelihood_ratio"]["deleted"] < rules["distance_to_retained"]["deleted"] < rules["random"]["deleted"]
     assert deltalake.DeltaTable(str(tmp_path / "lake" / "demo_edited")).to_pyarrow_table().num_rows == \
         27000 - report["deleted"]
-
-
-def test_spark_submit_with_the_bundle(generated, tmp_path):
-    """jobs/unlearn.py under spark-submit, with the package shipped as --py-files."""
-    bundle = tmp_path / "distunlearn.zip"
-    assert main(["bundle", "--out", str(bundle)]) == 0
-    submit = Path(sys.executable).parent / "spark-submit"
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
-    out = tmp_path / "edited"
-    proc = subprocess.run(
-        [str(submit), "--master", "local[2]", "--properties-file", str(REPO / "conf/spark-defaults.conf"),
-         "--py-files", str(bundle), str(REPO / "jobs/unlearn.py"), "--source", generated["path"],
-         "--unwanted", DOMAINS["unwanted"], "--retained", DOMAINS["retained"], "--rule", "likelihood_ratio",
-         "--output", str(out), "--quiet"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "likelihood_ratio" in proc.stdout and (out / "_delta_log").is_dir()
 
 
 def test_requests_by_another_key_are_deleted_whatever_their_domain(spark, generated, tmp_path):
