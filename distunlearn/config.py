@@ -175,7 +175,7 @@ class EvaluateConfig(SourceConfig):
         super().__post_init__()
         rules = tuple(r.strip() for r in self.rules.split(",")) if isinstance(self.rules, str) else tuple(self.rules)
         grid = self.downstream_grid
-        grid = tuple(float(g) for g in (grid.split(",") if isinstance(grid, str) else grid))
+        grid = tuple(sorted(float(g) for g in (grid.split(",") if isinstance(grid, str) else grid)))
         object.__setattr__(self, "rules", rules)
         object.__setattr__(self, "downstream_grid", grid)
         if not rules or any(r not in RULES for r in rules):
