@@ -19,7 +19,7 @@ from distunlearn.errors import DistunlearnError
 from distunlearn.progress import phase
 from distunlearn.spark.ordering import RuleOrdering, score_unwanted
 from distunlearn.spark.source import Source, labelled_rows
-from distunlearn.spark.statistics import domain_moments
+from distunlearn.spark.statistics import domain_statistics
 
 log = logging.getLogger("distunlearn")
 
@@ -44,15 +44,15 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
         labelled = train
 
     with phase("statistics pass") as detail:
-        unwanted, retained = domain_moments(labelled, config.id_col, config.vector_col)
-        detail.update(unwanted=unwanted.n, retained=retained.n, dims=unwanted.dim)
-    model = PooledGaussian.fit(unwanted, retained, config.ridge)
+        stats = domain_statistics(labelled, config.id_col, config.vector_col, keep_unwanted=True)
+        detail.update(unwanted=stats.unwanted.n, retained=stats.retained.n, dims=stats.unwanted.dim)
+    model = PooledGaussian.fit(stats.unwanted, stats.retained, config.ridge)
     kl = EditedKL.from_model(model)
     grid = budget_grid(model.n1, config.points)
     halving = halving_thresholds(kl)
     ordered = tuple(r for r in config.rules if r != "random" or downstream is not None)
     with phase("scoring pass") as detail:
-        scored = score_unwanted(labelled, model, ordered, config.seed)
+        scored = score_unwanted(stats.unwanted_rows, model, ordered, config.seed)
         detail.update(rules=len(ordered))
 
     rules: dict[str, dict] = {}
@@ -63,7 +63,7 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
             ordering = RuleOrdering(scored, rule, model.n1, model.dim, config.order_chunks) \
                 if rule in ordered else None
             if rule == "random":
-                expectation = RandomExpectation.from_scatter(kl, model.whitener, unwanted.m2)
+                expectation = RandomExpectation.from_scatter(kl, model.whitener, stats.unwanted.m2)
                 curve, budget, method = expectation.curve(grid), expectation.first_reaching(halving.alpha), \
                     RANDOM_METHOD
             else:

@@ -15,7 +15,7 @@ from pyspark.sql.types import StringType
 from distunlearn.config import UnlearnConfig
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import BudgetChoice, EditedKL, Removed, Thresholds, alpha_max
-from distunlearn.errors import ConflictError, DistunlearnError, InfeasibleError
+from distunlearn.errors import ConflictError, InfeasibleError
 from distunlearn.lineage import Lineage
 from distunlearn.progress import phase
 from distunlearn.spark.delta_writer import (check_manifest, check_targets, committed_version, latest_version,
@@ -24,7 +24,7 @@ from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.ordering import RuleOrdering, score_unwanted
 from distunlearn.spark.purge import purge
 from distunlearn.spark.source import Source, first_line, labelled_rows, read_requests
-from distunlearn.spark.statistics import domain_moments
+from distunlearn.spark.statistics import domain_statistics
 from distunlearn.udfs.scoring import REQUESTED_TOTALS_SCHEMA, requested_totals
 
 log = logging.getLogger("distunlearn")
@@ -78,9 +78,9 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> 
                        StringType() if config.hash_ids else labelled.schema["id"].dataType)
 
     with phase("statistics pass") as detail:
-        unwanted, retained = domain_moments(labelled, config.id_col, config.vector_col)
-        detail.update(unwanted=unwanted.n, retained=retained.n, dims=unwanted.dim)
-    model = PooledGaussian.fit(unwanted, retained, config.ridge)
+        stats = domain_statistics(labelled, config.id_col, config.vector_col, keep_unwanted=True)
+        detail.update(unwanted=stats.unwanted.n, retained=stats.retained.n, dims=stats.unwanted.dim)
+    model = PooledGaussian.fit(stats.unwanted, stats.retained, config.ridge)
     kl = EditedKL.from_model(model)
     thresholds = Thresholds.resolve(kl, **config.thresholds)
     removed, n_requested = Removed.nothing(model.dim), 0
@@ -90,7 +90,7 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> 
             detail.update(rows=n_requested, in_domains=removed.count)
 
     with phase("scoring pass") as detail:
-        scored = score_unwanted(labelled.where(~F.col("requested")), model, config.rules, config.seed)
+        scored = score_unwanted(stats.unwanted_rows, model, config.rules, config.seed)
         detail.update(rules=len(config.rules))
     choices, best = [], None
     for rule in config.rules:

@@ -16,7 +16,7 @@ from distunlearn.core.moments import DomainMoments
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.source import Source, labelled_rows
-from distunlearn.spark.statistics import domain_moments
+from distunlearn.spark.statistics import domain_statistics
 
 TOLERANCE = 1e-9
 
@@ -43,8 +43,8 @@ def verify_run(spark: SparkSession, source: str, run_id: str, ledger_path: str, 
     current = Source.read(spark, source)
     labelled = labelled_rows(current, domains["id_col"], domains["vector_col"], domains["unwanted"],
                              domains["retained"])
-    checks = _kl_checks(json.loads(record["model"]), report, *domain_moments(labelled, domains["id_col"],
-                                                                             domains["vector_col"]))
+    stats = domain_statistics(labelled, domains["id_col"], domains["vector_col"])
+    checks = _kl_checks(json.loads(record["model"]), report, stats.unwanted, stats.retained)
     manifest = manifest_path or report["manifest"]
     checks.append(_absent_ids(spark, labelled, manifest, run_id, report.get("hash_ids"), hash_key))
     if report.get("purge") and report.get("in_place"):

@@ -15,7 +15,7 @@ from distunlearn.cli import main
 from distunlearn.config import UnlearnConfig
 from distunlearn.job import run_unlearn
 from distunlearn.spark.source import Source, labelled_rows
-from distunlearn.spark.statistics import domain_moments
+from distunlearn.spark.statistics import DRIVER_PARTIALS, domain_statistics
 from distunlearn.synthetic import gaussian_domains
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,11 +166,14 @@ def test_statistics_pass_is_exact_with_a_large_offset(spark, tmp_path):
     x1, x2 = x1 * 1.0, x2 * 1.0
     path = write_delta(spark, domain_table(x1, x2, vector_type="double"), tmp_path / "t", partitions=7)
     labelled = labelled_rows(Source.read(spark, path), "id", "embedding", **DOMAINS)
-    unwanted, retained = domain_moments(labelled, "id", "embedding")
-    for moments, x in ((unwanted, x1), (retained, x2)):
-        assert moments.n == len(x)
-        np.testing.assert_allclose(moments.mean, x.mean(0), rtol=1e-14)
-        np.testing.assert_allclose(moments.m2, (x - x.mean(0)).T @ (x - x.mean(0)), rtol=1e-8, atol=1e-8)
+    # 7 partitions are merged on the driver; 40 are first merged on executors
+    for parts, on_executors in ((labelled, False), (labelled.repartition(40), True)):
+        assert (parts.rdd.getNumPartitions() > DRIVER_PARTIALS) == on_executors
+        stats = domain_statistics(parts, "id", "embedding")
+        for moments, x in ((stats.unwanted, x1), (stats.retained, x2)):
+            assert moments.n == len(x)
+            np.testing.assert_allclose(moments.mean, x.mean(0), rtol=1e-14)
+            np.testing.assert_allclose(moments.m2, (x - x.mean(0)).T @ (x - x.mean(0)), rtol=1e-8, atol=1e-8)
 
 
 def test_demo_compares_the_papers_rule_and_likelihood_ratio_with_random(spark, tmp_path, capsys, monkeypatch):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from distunlearn.core.moments import DomainMoments
 from distunlearn.udfs.vectors import list_lengths, to_matrix
@@ -22,14 +23,15 @@ class MomentsAccumulator:
         self.min_dim, self.max_dim = _NO_DIM_MIN, _NO_DIM_MAX
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
-        self.null_ids += batch.column("id_null").to_numpy(zero_copy_only=False).sum()
+        """Add a batch of columns (id, domain, vec)."""
+        self.null_ids += batch.column("id").null_count
         domain = batch.column("domain").fill_null(0).to_numpy(zero_copy_only=False)
-        in_domain = domain > 0
-        if not in_domain.any():
-            return
-        picked = np.flatnonzero(in_domain)
-        vectors = batch.column("vec").take(pa.array(picked))
-        domain = domain[picked]
+        vectors = batch.column("vec")
+        if not (domain > 0).all():
+            picked = np.flatnonzero(domain > 0)
+            if not len(picked):
+                return
+            vectors, domain = vectors.take(pa.array(picked)), domain[picked]
         lengths = list_lengths(vectors)
         null_rows = lengths < 0
         self.null_vectors += int(null_rows.sum())
@@ -78,12 +80,36 @@ def _arrow_schema() -> pa.Schema:
                       ("nonfinite", pa.int64()), ("min_dim", pa.int32()), ("max_dim", pa.int32())])
 
 
-def partition_moments(batches):
-    """mapInArrow: columns (id_null, domain, vec) -> one row per domain seen plus a counters row."""
-    acc = MomentsAccumulator()
-    for batch in batches:
-        acc.add_batch(batch)
-    yield acc.to_batch()
+def domain_scan(id_type: pa.DataType, vec_type: pa.DataType, keep_unwanted: bool):
+    """mapInArrow: columns (id, domain, vec, requested) -> ``kind int, id, vec`` + ``SCHEMA``.
+
+    With ``keep_unwanted``, the unwanted rows not requested pass through as they are read (kind 1: id
+    and vec set); then come the partition's moments and counters (kind 0: the ``SCHEMA`` columns set),
+    one row per domain seen plus a counters row. One read of the source thus yields both the model's
+    statistics and the rows to score.
+    """
+    moments_schema = _arrow_schema()
+
+    def scan(batches):
+        acc = MomentsAccumulator()
+        for batch in batches:
+            acc.add_batch(batch)
+            if keep_unwanted:
+                keep = pc.and_(pc.equal(batch.column("domain"), 1), pc.invert(batch.column("requested")))
+                rows = batch.filter(keep)
+                if rows.num_rows:
+                    n = rows.num_rows
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array(np.ones(n, np.int32)), rows.column("id"), rows.column("vec")]
+                        + [pa.nulls(n, f.type) for f in moments_schema],
+                        names=["kind", "id", "vec", *moments_schema.names])
+        summary = acc.to_batch()
+        n = summary.num_rows
+        yield pa.RecordBatch.from_arrays([pa.array(np.zeros(n, np.int32)), pa.nulls(n, id_type),
+                                          pa.nulls(n, vec_type), *summary.columns],
+                                         names=["kind", "id", "vec", *moments_schema.names])
+
+    return scan
 
 
 def merge_moments(batches):

@@ -12,27 +12,30 @@ from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, Stru
 from distunlearn.core.curves import Curve
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import BudgetChoice, ChunkScan, EditedKL, Removed, Thresholds, choose_budget
-from distunlearn.spark.source import UNWANTED
+from distunlearn.spark.session import cores
 from distunlearn.udfs.ordering import (CURVE_SCHEMA, SCAN_SCHEMA, TOTALS_SCHEMA, chunk_curve, chunk_scanner,
                                       chunk_totals, ranked_rows)
 from distunlearn.udfs.scoring import score_column, scorer
 
+# Chunks (= tasks of every pass in deletion order): two per core, so that every core is busy, but no fewer
+# than ROWS_PER_CHUNK rows each on average and at most MAX_CHUNKS (the driver holds chunks x dims numbers).
+# A chunk is sorted by Spark (which spills) and streamed through Python, so its size needs no bound.
 ROWS_PER_CHUNK = 25_000
 MAX_CHUNKS = 512
 
 
-def score_unwanted(labelled: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int) -> DataFrame:
-    """Unwanted rows as (id, y, score_<rule>...), computed once and frozen in a local checkpoint.
+def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int) -> DataFrame:
+    """The unwanted rows ``(id, vec)`` as (id, y, score_<rule>...), computed once and frozen in a local
+    checkpoint.
 
     Freezing matters: every later pass must see bit-identical scores, so the deletion set is
     exactly the rows ranked 1..f even if floating-point sums would differ on recomputation.
     """
-    id_type = labelled.schema["id"].dataType
+    id_type = rows.schema["id"].dataType
     schema = StructType([StructField("id", id_type), StructField("y", ArrayType(DoubleType()))]
                         + [StructField(score_column(r), DoubleType()) for r in rules])
-    rows = labelled.where(F.col("domain") == UNWANTED).select(
-        "id", "vec", F.xxhash64(F.lit(seed), F.col("id")).cast("double").alias("random_key"))
-    return rows.mapInArrow(scorer(model, rules), schema).localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+    keyed = rows.select("id", "vec", F.xxhash64(F.lit(seed), F.col("id")).cast("double").alias("random_key"))
+    return keyed.mapInArrow(scorer(model, rules), schema).localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
 
 
 class RuleOrdering:
@@ -43,7 +46,8 @@ class RuleOrdering:
 
     def __init__(self, scored: DataFrame, rule: str, n_unwanted: int, dim: int, chunks: int | None = None):
         self.rule = rule
-        self.chunks = chunks or max(2, min(MAX_CHUNKS, math.ceil(n_unwanted / ROWS_PER_CHUNK)))
+        self.chunks = chunks or max(2, min(MAX_CHUNKS, 2 * cores(scored.sparkSession),
+                                           math.ceil(n_unwanted / ROWS_PER_CHUNK)))
         order = [F.col("score").desc(), F.col("id").asc()]
         self.rows = scored.select("id", "y", F.col(score_column(rule)).alias("score")) \
             .repartitionByRange(self.chunks, *order).sortWithinPartitions(*order) \

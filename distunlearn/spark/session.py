@@ -52,6 +52,14 @@ def get_session(app_name: str = "distunlearn", master: str | None = None, conf: 
     return session
 
 
+def cores(spark: SparkSession) -> int:
+    """Task slots of the cluster (``defaultParallelism``), or 2 where the session does not expose it."""
+    try:
+        return max(int(spark.sparkContext.defaultParallelism), 1)
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        return 2
+
+
 @contextmanager
 def session_conf(spark: SparkSession, conf: dict):
     """Runtime SQL settings for the duration of a block; earlier values (or their absence) come back."""

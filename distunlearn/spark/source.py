@@ -11,6 +11,7 @@ from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType
 
 from distunlearn.config import is_path
 from distunlearn.errors import DistunlearnError
+from distunlearn.spark.session import cores
 
 UNWANTED, RETAINED = 1, 2
 
@@ -81,7 +82,7 @@ def coalesced(spark: SparkSession, df: DataFrame) -> DataFrame:
     """
     try:
         partitions = df.rdd.getNumPartitions()
-        target = partition_target(spark.sparkContext.defaultParallelism, _size_in_bytes(df))
+        target = partition_target(cores(spark), _size_in_bytes(df))
     except Exception:  # noqa: BLE001 - a layout optimisation only: keep the scan as it is
         return df
     return df.coalesce(target) if partitions > 2 * target else df

@@ -1,39 +1,65 @@
-"""One pass over the labelled rows: domain moments plus the input checks, merged in a tree."""
+"""One pass over the labelled rows: domain moments, the input checks and the unwanted rows to score."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_type
 
 from distunlearn.core.moments import DomainMoments
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.source import RETAINED, UNWANTED
-from distunlearn.udfs.moments import SCHEMA, MomentsAccumulator, merge_moments, partition_moments
+from distunlearn.udfs.moments import SCHEMA, MomentsAccumulator, domain_scan, merge_moments
 
-MERGE_FAN_IN = 4
+# The driver merges the moment rows of at most this many partitions (per partition: one row of d^2
+# numbers per domain and a counters row); a source read in more partitions is merged on executors first.
+DRIVER_PARTIALS = 16
 
 
-def domain_moments(labelled: DataFrame, id_col: str, vector_col: str) -> tuple[DomainMoments, DomainMoments]:
+@dataclass(frozen=True)
+class DomainStatistics:
+    """Both domains' moments and, when asked for, the unwanted rows not requested as (id, vec)."""
+
+    unwanted: DomainMoments
+    retained: DomainMoments
+    unwanted_rows: DataFrame | None
+
+
+def domain_statistics(labelled: DataFrame, id_col: str, vector_col: str,
+                      keep_unwanted: bool = False) -> DomainStatistics:
     """Moments of the unwanted and retained domains, after rejecting bad input with one clear line.
 
-    Partitions emit one small row per domain; two shuffle levels merge them so that neither a
-    single task nor the driver ever holds more than a few rows of d^2 numbers.
+    The source is read once: partitions emit one small row per domain, merged so that the driver never
+    holds more than ``DRIVER_PARTIALS`` partitions' rows of d^2 numbers. With
+    ``keep_unwanted`` the same read also keeps the unwanted rows (a local checkpoint on the executors,
+    never the driver), so that scoring does not read the source a second time.
     """
-    acc = merged_moments(labelled)
+    schema = labelled.schema
+    scanned = labelled.select("id", "domain", "vec", "requested").mapInArrow(
+        domain_scan(to_arrow_type(schema["id"].dataType), to_arrow_type(schema["vec"].dataType), keep_unwanted),
+        f"kind int, id {schema['id'].dataType.simpleString()}, vec {schema['vec'].dataType.simpleString()}, "
+        f"{SCHEMA}")
+    if keep_unwanted:
+        scanned = scanned.localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+    acc = _merged(scanned.where(F.col("kind") == 0).drop("kind", "id", "vec"))
     _check(acc, id_col, vector_col)
     if _has_duplicates(labelled):
         raise DistunlearnError(f"id column {id_col!r} has duplicate values; ids must be unique")
     dim = acc.max_dim
-    return acc.moments.get(UNWANTED, DomainMoments.empty(dim)), acc.moments.get(RETAINED, DomainMoments.empty(dim))
+    rows = scanned.where(F.col("kind") == 1).select("id", "vec") if keep_unwanted else None
+    return DomainStatistics(acc.moments.get(UNWANTED, DomainMoments.empty(dim)),
+                            acc.moments.get(RETAINED, DomainMoments.empty(dim)), rows)
 
 
-def merged_moments(labelled: DataFrame) -> MomentsAccumulator:
-    """Per-partition moments and input counters, merged in two shuffle levels into one accumulator."""
-    partials = labelled.select(F.col("id").isNull().alias("id_null"), "domain", "vec") \
-        .mapInArrow(partition_moments, SCHEMA)
-    merged = partials.repartition(MERGE_FAN_IN).mapInArrow(merge_moments, SCHEMA) \
-        .repartition(1).mapInArrow(merge_moments, SCHEMA)
+def _merged(partials: DataFrame) -> MomentsAccumulator:
+    """Per-partition moments and input counters merged into one accumulator: on the driver, after one
+    shuffle level on executors when there are more than ``DRIVER_PARTIALS`` partitions."""
+    if partials.rdd.getNumPartitions() > DRIVER_PARTIALS:
+        partials = partials.repartition(DRIVER_PARTIALS).mapInArrow(merge_moments, SCHEMA)
     acc = MomentsAccumulator()
-    for row in merged.collect():
+    for row in partials.collect():
         acc.add_row(row.asDict())
     return acc
 
