@@ -18,6 +18,7 @@ from distunlearn.core.selection import EditedKL, Removed, alpha_max
 from distunlearn.errors import DistunlearnError
 from distunlearn.progress import phase
 from distunlearn.spark.ordering import RuleOrdering, score_unwanted
+from distunlearn.spark.session import without_broadcast_joins
 from distunlearn.spark.source import Source, labelled_rows
 from distunlearn.spark.statistics import domain_statistics
 
@@ -28,6 +29,7 @@ ORDERED_METHOD = "the rule's deletion order, exact prefix sums at every sampled 
 DOWNSTREAM_RANDOM_METHOD = "one seeded draw: rows deleted in the order of a hash of (seed, id)"
 
 
+@without_broadcast_joins
 def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
     """The evaluation report (see ``README``: ``distunlearn evaluate``); writes the report files if asked."""
     if config.report and os.path.isdir(config.report):

@@ -23,6 +23,7 @@ from distunlearn.spark.delta_writer import (check_manifest, check_targets, commi
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.ordering import RuleOrdering, score_unwanted
 from distunlearn.spark.purge import purge
+from distunlearn.spark.session import without_broadcast_joins
 from distunlearn.spark.source import Source, first_line, labelled_rows, read_requests
 from distunlearn.spark.statistics import domain_statistics
 from distunlearn.udfs.scoring import REQUESTED_TOTALS_SCHEMA, requested_totals
@@ -120,6 +121,7 @@ def _better(a: BudgetChoice, b: BudgetChoice) -> bool:
     return a.deleted < b.deleted if a.feasible else a.best_alpha > b.best_alpha
 
 
+@without_broadcast_joins
 def run_unlearn(spark: SparkSession, config: UnlearnConfig) -> dict:
     """Plan, then (unless ``dry_run``) write the manifest and the edit, purge if asked; returns the report.
 

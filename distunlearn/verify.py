@@ -15,6 +15,7 @@ from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.moments import DomainMoments
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.ledger import Ledger
+from distunlearn.spark.session import without_broadcast_joins
 from distunlearn.spark.source import Source, labelled_rows
 from distunlearn.spark.statistics import domain_statistics
 
@@ -31,6 +32,7 @@ class Check:
         return f"{'PASS' if self.passed else 'FAIL'} {self.name}: {self.detail}"
 
 
+@without_broadcast_joins
 def verify_run(spark: SparkSession, source: str, run_id: str, ledger_path: str, manifest_path: str | None = None,
                hash_key: bytes | None = None, **domain_overrides) -> list[Check]:
     """Recompute the KLs with the run's model and thresholds, look for deleted ids in the table, and

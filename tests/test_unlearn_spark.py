@@ -207,6 +207,41 @@ def test_requests_by_another_key_are_deleted_whatever_their_domain(spark, genera
     assert reasons == {"request": 3, "distributional": report["deleted"]}
 
 
+def _plans_since(spark, execution_id: int) -> dict[int, str]:
+    """Physical plans (final, after adaptive execution) of the SQL executions after ``execution_id``."""
+    executions = spark._jsparkSession.sharedState().statusStore().executionsList()
+    plans = {}
+    for i in range(executions.size()):
+        e = executions.apply(i)
+        if e.executionId() > execution_id:
+            plans[e.executionId()] = e.physicalPlanDescription()
+    return plans
+
+
+def test_no_join_collects_rows_on_the_driver(spark, generated, tmp_path):
+    """Deleted ids and request keys are joined by shuffles, never broadcast (a broadcast collects them on
+    the driver). Control: the same anti-join outside the job is broadcast by Spark's defaults."""
+    start = max(_plans_since(spark, -1), default=-1)
+    source = spark.read.format("delta").load(generated["path"])
+    small = spark.createDataFrame([(int(i),) for i in generated["ids1"][:5]], "d long")
+    source.join(small, F.col("id") == F.col("d"), "left_anti").collect()
+    assert any("BroadcastExchange" in p for p in _plans_since(spark, start).values())
+
+    start = max(_plans_since(spark, -1))
+    spark.createDataFrame([(int(generated["ids2"][0]),)], "id long").write.format("delta") \
+        .save(str(tmp_path / "requests"))
+    copy = str(tmp_path / "copy")
+    source.write.format("delta").save(copy)
+    for extra in ({"output": str(tmp_path / "o")}, {"in_place": True, "source": copy}):
+        report = run_unlearn(spark, UnlearnConfig(**{"source": generated["path"], "rule": "likelihood_ratio",
+                                                     "requests": str(tmp_path / "requests"), **DOMAINS, **extra}))
+        assert report["deleted"] > 0 and report["deleted_requested"] == 1
+    plans = _plans_since(spark, start)
+    assert len(plans) > 20 and any("SortMergeJoin" in p for p in plans.values())
+    assert not [i for i, p in plans.items() if "Broadcast" in p]
+    assert spark.conf.get("spark.sql.autoBroadcastJoinThreshold") != "-1"  # the session's setting is back
+
+
 def test_lineage_fail_event_on_a_failed_run(spark, generated, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(tmp_path / "events.jsonl"))

@@ -1,6 +1,7 @@
 """SparkSession with Delta Lake, for the console command, notebooks and spark-submit."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from contextlib import contextmanager
@@ -50,6 +51,23 @@ def get_session(app_name: str = "distunlearn", master: str | None = None, conf: 
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(os.environ.get("DISTUNLEARN_SPARK_LOG_LEVEL", "ERROR"))
     return session
+
+
+# A broadcast join collects its smaller side on the driver. The jobs join row sets only (deleted ids,
+# request keys, manifests), and the driver never holds rows: their joins shuffle instead.
+NO_BROADCAST_JOINS = {"spark.sql.autoBroadcastJoinThreshold": "-1",
+                      "spark.sql.adaptive.autoBroadcastJoinThreshold": "-1"}
+
+
+def without_broadcast_joins(fn):
+    """Run ``fn(spark, ...)`` with ``NO_BROADCAST_JOINS``; the session's own settings come back after."""
+
+    @functools.wraps(fn)
+    def run(spark: SparkSession, *args, **kwargs):
+        with session_conf(spark, NO_BROADCAST_JOINS):
+            return fn(spark, *args, **kwargs)
+
+    return run
 
 
 def cores(spark: SparkSession) -> int:
