@@ -19,9 +19,14 @@ from distunlearn.udfs.scoring import score_column, scorer
 
 # Chunks (= tasks of every pass in deletion order): two per core, so that every core is busy, but no fewer
 # than ROWS_PER_CHUNK rows each on average and at most MAX_CHUNKS (the driver holds chunks x dims numbers).
-# A chunk is sorted by Spark (which spills) and streamed through Python, so its size needs no bound.
-ROWS_PER_CHUNK = 25_000
+# A chunk is sorted by Spark (which spills) and streamed through Python, so its size needs no bound; one
+# chunk needs neither the range partitioner's sampling job, nor a shuffle, nor a pass for chunk totals.
+ROWS_PER_CHUNK = 250_000
 MAX_CHUNKS = 512
+
+
+def chunk_count(n_unwanted: int, slots: int) -> int:
+    return max(1, min(MAX_CHUNKS, 2 * slots, math.ceil(n_unwanted / ROWS_PER_CHUNK)))
 
 
 def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int) -> DataFrame:
@@ -39,21 +44,22 @@ def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...
 
 
 class RuleOrdering:
-    """One rule's unwanted rows sorted by (score desc, id asc), range-partitioned into chunks.
+    """One rule's unwanted rows sorted by (score desc, id asc), in chunks of consecutive ranks (one
+    partition each: a range partition, or the rows coalesced into one chunk).
 
     Only per-chunk counts and whitened sums (chunks x dims numbers) reach the driver.
     """
 
     def __init__(self, scored: DataFrame, rule: str, n_unwanted: int, dim: int, chunks: int | None = None):
         self.rule = rule
-        self.chunks = chunks or max(2, min(MAX_CHUNKS, 2 * cores(scored.sparkSession),
-                                           math.ceil(n_unwanted / ROWS_PER_CHUNK)))
+        self.chunks = chunks or chunk_count(n_unwanted, cores(scored.sparkSession))
         order = [F.col("score").desc(), F.col("id").asc()]
-        self.rows = scored.select("id", "y", F.col(score_column(rule)).alias("score")) \
-            .repartitionByRange(self.chunks, *order).sortWithinPartitions(*order) \
-            .localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
-        totals = {r["chunk"]: (r["n"], np.asarray(r["z"])) for r in
-                  self.rows.mapInArrow(chunk_totals(dim), TOTALS_SCHEMA).collect()}
+        rows = scored.select("id", "y", F.col(score_column(rule)).alias("score"))
+        rows = rows.coalesce(1) if self.chunks == 1 else rows.repartitionByRange(self.chunks, *order)
+        self.rows = rows.sortWithinPartitions(*order).localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+        totals = {0: (0, np.zeros(dim))} if self.chunks == 1 else \
+            {r["chunk"]: (r["n"], np.asarray(r["z"])) for r in
+             self.rows.mapInArrow(chunk_totals(dim), TOTALS_SCHEMA).collect()}
         self.before: dict[int, tuple[int, np.ndarray]] = {}
         count, z = 0, np.zeros(dim)
         for chunk in sorted(totals):
