@@ -126,7 +126,7 @@ def main() -> None:
     thresholds = Thresholds.resolve(kl, alpha_rel=0.5, epsilon_rel=1.0)
     scored = record("job: scoring pass (the kept unwanted rows: whiten, score, local checkpoint)",
                     lambda: score_unwanted(stats.unwanted_rows, model, ("likelihood_ratio",), 0))
-    ordering = record("job: RuleOrdering (range partition + sort + checkpoint + chunk totals)",
+    ordering = record("job: RuleOrdering (chunks: coalesce or range partition, sort, checkpoint, chunk totals)",
                       lambda: RuleOrdering(scored, "likelihood_ratio", model.n1, model.dim))
     choice = record("job: RuleOrdering.choose (budget scan)",
                     lambda: ordering.choose(kl, thresholds, Removed.nothing(model.dim)))
