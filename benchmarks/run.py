@@ -15,7 +15,10 @@ table size, so every size gets its own Spark JVM and its own memory figures:
   (Hadoop FileSystem statistics of the driver JVM; local mode runs the executors in it), and peak
   memory of the driver JVM, the Python driver and the executors' Python workers (sampled /proc).
 * ``--numpy-worker``: the same algorithm in one Python process over the same Parquet files (live
-  files listed by ``deltalake``), reusing ``distunlearn.core``.
+  files listed by ``deltalake``), reusing ``distunlearn.core``; for likelihood_ratio the Spark worker
+  starts it after each of the plan's repeats, so that both see the same load.
+* ``--cluster-measure``: the plan again at both sizes on a standalone cluster on this machine (a
+  master and two one-core workers), so that the driver JVM's memory is the driver's alone.
 
 Writes ``<out>/results.json`` and ``<out>/results.md``. See ``benchmarks/README.md``.
 """
