@@ -82,4 +82,4 @@ def _check(acc: MomentsAccumulator, id_col: str, vector_col: str) -> None:
 
 def _has_duplicates(labelled: DataFrame) -> bool:
     """Whether any id occurs twice; only a count reaches the driver, never an id."""
-    return labelled.groupBy("id").count().where(F.col("count") > 1).limit(1).count() > 0
+    return (labelled.groupBy("id").count().agg(F.max("count")).first()[0] or 0) > 1
