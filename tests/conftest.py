@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 import reliability
+from cluster import C1_ONLY
 from distunlearn.spark.session import get_session
 
 
@@ -23,7 +24,7 @@ SMALL_DRIVER_FLAGS = ["--master", "local[2]", "--spark-conf", "spark.sql.shuffle
                       "--spark-conf", "spark.databricks.delta.snapshotPartitions=2",
                       "--spark-conf", "spark.sql.sources.parallelPartitionDiscovery.parallelism=4",
                       "--spark-conf", "spark.ui.enabled=false",
-                      "--spark-conf", "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1"]
+                      "--spark-conf", f"spark.driver.extraJavaOptions={C1_ONLY}"]
 
 
 @pytest.fixture(scope="session")

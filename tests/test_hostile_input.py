@@ -100,11 +100,12 @@ def assert_brute_force(result: dict, x1, x2, ids1, all_ids, rule: str, case: str
 
 @pytest.mark.reliability("hostile input")
 def test_one_unwanted_row(spark, capsys, tmp_path):
-    """One unwanted row: every rule (auto) ranks a single row over two chunks, one of them empty."""
+    """One unwanted row: every rule (auto) ranks a single row over two chunks, one of them empty (the
+    default would be one chunk)."""
     x1, x2 = two_domains(1, 25, dim=3, seed=1)
     table = table_of(x1, x2, seed=1)
     source = write_delta(spark, table, tmp_path / "source", partitions=3)
-    result = unlearn(spark, capsys, tmp_path, source, "edited", rule="auto")
+    result = unlearn(spark, capsys, tmp_path, source, "edited", rule="auto", order_chunks=2)
     ids = table.column("id").to_pylist()
     assert_brute_force(result, x1, x2, unwanted_ids(table, 1), ids, "likelihood_ratio", "one unwanted row")
     rules = result["report"]["rules"]
