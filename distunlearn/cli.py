@@ -31,8 +31,16 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--order-chunks", type=int, help="chunks of the ordered unwanted rows (default: by size)")
     p.add_argument("--report", help="path of the JSON report")
     p.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
+    add_session_arguments(p)
+
+
+def add_session_arguments(p: argparse.ArgumentParser) -> None:
+    """Where Spark runs and how much the command says."""
     p.add_argument("--master", help="Spark master when not under spark-submit (default local[*])")
+    p.add_argument("--remote", help="Spark Connect endpoint, e.g. sc://host:15002 (default $SPARK_REMOTE)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Spark's and Ivy's own console output (default: into a log file the command names)")
 
 
 def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,7 +87,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, cls=UnlearnConfig):
     overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("command", "config", "spark_conf", "master", "quiet", "lakehouse")}
+                 if k not in ("command", "config", "spark_conf", "master", "remote", "quiet", "verbose", "spark_log", "lakehouse")}
     if args.spark_conf:
         pairs = [item.split("=", 1) for item in args.spark_conf]
         if any(len(pair) != 2 for pair in pairs):
@@ -102,14 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lakehouse", default="lakehouse", help="folder of the demo tables (default ./lakehouse)")
     verify = sub.add_parser("verify", help="check a finished run against the table as it is now",
                             epilog="exit codes: 0 every check passed, 1 a check failed or bad input")
-    verify.add_argument("--source", required=True, help="the edited Delta table (the source of an in-place run)")
+    verify.add_argument("--source", required=True,
+                        help="the edited Delta table, path or catalog name (the source of an in-place run)")
     verify.add_argument("--run-id", required=True)
     verify.add_argument("--ledger", help="run ledger (default distunlearn_ledger beside the manifest)")
     verify.add_argument("--manifest", help="manifest (default: the run's, as the ledger records it)")
     for flag in ("--id-col", "--vector-col", "--unwanted", "--retained"):
         verify.add_argument(flag, help="default: as the run recorded it")
-    verify.add_argument("--master")
-    verify.add_argument("--quiet", action="store_true")
+    add_session_arguments(verify)
     bundle = sub.add_parser("bundle", help="zip the package for spark-submit --py-files")
     bundle.add_argument("--out", default="dist/distunlearn.zip")
     return parser
@@ -124,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _configure_logging(args.quiet)
     try:
+        if args.command != "bundle":
+            _start_spark(args)
         if args.command == "verify":
             return _verify(args)
         if args.command == "evaluate":
@@ -135,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         from distunlearn.job import run_unlearn
         from distunlearn.report import summary
-        from distunlearn.spark.session import get_session
 
-        report = run_unlearn(get_session(master=args.master, conf=config.spark_conf), config)
+        report = run_unlearn(session(args, config.spark_conf), config)
         print(summary(report))
         return 0
     except InfeasibleError as exc:
@@ -151,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distunlearn: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last thing a user sees is one line, not a JVM trace
-        from distunlearn.spark.source import first_line
+        from distunlearn.spark.table import first_line
 
         logging.getLogger("distunlearn").debug("failure", exc_info=True)
         print(f"distunlearn: error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
@@ -160,21 +169,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from distunlearn.evaluate import evaluate, summary
-    from distunlearn.spark.session import get_session
 
     config = config_from_args(args, EvaluateConfig)
-    print(summary(evaluate(get_session(master=args.master, conf=config.spark_conf), config)))
+    print(summary(evaluate(session(args, config.spark_conf), config)))
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from distunlearn.config import HASH_KEY_ENV
-    from distunlearn.spark.session import get_session
     from distunlearn.verify import verify_run
 
-    ledger = args.ledger or os.path.join(os.path.dirname(args.source.rstrip("/")) or ".", "distunlearn_ledger")
     key = os.environ.get(HASH_KEY_ENV)
-    checks = verify_run(get_session(master=args.master), args.source, args.run_id, ledger, args.manifest,
+    checks = verify_run(session(args), args.source, args.run_id, args.ledger, args.manifest,
                         key.encode() if key else None, id_col=args.id_col, vector_col=args.vector_col,
                         unwanted=args.unwanted, retained=args.retained)
     for check in checks:
@@ -184,6 +190,29 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"distunlearn: error: verify failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _start_spark(args: argparse.Namespace) -> None:
+    """Decide where Spark's own console output goes: with ``--verbose`` to the terminal, else to a log
+    file named on stderr (a session that already exists, or a Connect client, prints nothing of its own)."""
+    args.spark_log = None
+    if getattr(args, "verbose", False) or getattr(args, "remote", None) or os.environ.get("SPARK_REMOTE"):
+        return
+    from pyspark.sql import SparkSession
+
+    if SparkSession.getActiveSession() is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        from distunlearn.spark.session import default_spark_log
+
+        args.spark_log = default_spark_log()
+        logging.getLogger("distunlearn").info("Spark's own output: %s", args.spark_log)
+
+
+def session(args: argparse.Namespace, conf: dict | None = None):
+    """The command's Spark session (``--master``, ``--remote``, ``--spark-conf``)."""
+    from distunlearn.spark.session import get_session
+
+    return get_session(master=getattr(args, "master", None), conf=conf, remote=getattr(args, "remote", None),
+                       spark_log=getattr(args, "spark_log", None))
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -200,7 +229,6 @@ def _configure_logging(quiet: bool) -> None:
 def _prepare_demo(args: argparse.Namespace) -> None:
     """Create the demo table once under ``--lakehouse``, clear the previous demo outputs, and point
     the run at them (``conf/demo.toml`` supplies the domains and thresholds)."""
-    from distunlearn.spark.session import get_session
     from distunlearn.synthetic import UNWANTED_TOPIC, demo_table
 
     if args.config is None and Path("conf/demo.toml").is_file():
@@ -216,6 +244,6 @@ def _prepare_demo(args: argparse.Namespace) -> None:
         elif stale.exists():
             stale.unlink()
     if not table.exists():
-        spark = get_session(master=args.master)
+        spark = session(args)
         logging.getLogger("distunlearn").info("creating demo table %s", table)
         spark.createDataFrame(demo_table()).repartition(4).write.format("delta").save(str(table))

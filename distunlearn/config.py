@@ -12,9 +12,11 @@ from pathlib import Path
 
 from distunlearn.core.rules import RULES
 from distunlearn.errors import DistunlearnError
+from distunlearn.spark.table import TableRef
 
 RULE_CHOICES = (*RULES, "auto")
 HASH_KEY_ENV = "DISTUNLEARN_HASH_KEY"
+LEDGER_NAME = "distunlearn_ledger"
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class SourceConfig:
     Field names are the flags with ``_`` for ``-``; ``load`` reads them from a TOML/JSON file, then flags.
     """
 
-    source: str
+    source: "str | DataFrame"
     unwanted: str
     format: str = "delta"
     id_col: str = "id"
@@ -36,7 +38,14 @@ class SourceConfig:
     report: str | None = None
     spark_conf: dict = field(default_factory=dict)
 
+    @property
+    def source_table(self) -> TableRef | None:
+        """The source as a table reference (None for a DataFrame given to the Python API)."""
+        return TableRef.parse(self.source) if isinstance(self.source, (str, TableRef)) else None
+
     def __post_init__(self):
+        if isinstance(self.source, str):
+            TableRef.parse(self.source)  # a malformed name fails here, before any work
         if self.format not in ("delta", "parquet"):
             raise DistunlearnError(f"--format must be delta or parquet, got {self.format!r}")
         if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
@@ -83,6 +92,9 @@ class UnlearnConfig(SourceConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        for name in ("output", "manifest", "ledger", "requests"):
+            if isinstance(getattr(self, name), str):
+                TableRef.parse(getattr(self, name))
         if self.rule not in RULE_CHOICES:
             raise DistunlearnError(f"--rule must be one of {', '.join(RULE_CHOICES)}, got {self.rule!r}")
         for name in ("alpha", "epsilon", "alpha_rel", "epsilon_rel"):
@@ -97,9 +109,9 @@ class UnlearnConfig(SourceConfig):
             raise DistunlearnError("give either --output (a new edited table) or --in-place, not both")
         if not (self.dry_run or self.output or self.in_place):
             raise DistunlearnError("give --output PATH for a new edited table, --in-place, or --dry-run to plan only")
-        if self.in_place and (self.format != "delta" or not is_path(self.source)):
-            raise DistunlearnError("--in-place edits a Delta table given by its path (a catalog name or "
-                                   "Parquet source cannot be edited in place)")
+        if self.in_place and (self.format != "delta" or self.source_table is None):
+            raise DistunlearnError("--in-place edits a Delta table given by its path, URI or catalog name "
+                                   "(a Parquet source or a DataFrame cannot be edited in place)")
         if self.purge and not self.in_place:
             raise DistunlearnError("--purge erases deleted rows physically from the source: it needs --in-place")
         if self.retention_hours is not None and not (math.isfinite(self.retention_hours) and self.retention_hours >= 0):
@@ -119,19 +131,28 @@ class UnlearnConfig(SourceConfig):
         return RULES if self.rule == "auto" else (self.rule,)
 
     @property
-    def manifest_path(self) -> str | None:
-        """``--manifest``, or ``<output>_manifest`` beside the output (``<source>_manifest`` in place)."""
-        if self.manifest:
-            return self.manifest
-        edited = self.output or (self.source if self.in_place else None)
-        return edited.rstrip("/") + "_manifest" if edited else None
+    def output_table(self) -> TableRef | None:
+        return TableRef.parse(self.output) if self.output else None
 
     @property
-    def ledger_path(self) -> str | None:
-        """``--ledger``, or ``distunlearn_ledger`` in the manifest's folder."""
-        if self.ledger or not self.manifest_path:
-            return self.ledger
-        return os.path.join(os.path.dirname(self.manifest_path.rstrip("/")) or ".", "distunlearn_ledger")
+    def requests_table(self) -> TableRef | None:
+        return TableRef.parse(self.requests) if isinstance(self.requests, str) else None
+
+    @property
+    def manifest_table(self) -> TableRef | None:
+        """``--manifest``, or ``<output>_manifest`` beside the output (``<source>_manifest`` in place)."""
+        if self.manifest:
+            return TableRef.parse(self.manifest)
+        edited = self.output_table or (self.source_table if self.in_place else None)
+        return edited.child("_manifest") if edited else None
+
+    @property
+    def ledger_table(self) -> TableRef | None:
+        """``--ledger``, or ``distunlearn_ledger`` in the manifest's folder (or database)."""
+        if self.ledger:
+            return TableRef.parse(self.ledger)
+        manifest = self.manifest_table
+        return manifest.beside(LEDGER_NAME) if manifest else None
 
     @property
     def purge_retention_hours(self) -> float:
@@ -143,7 +164,7 @@ class UnlearnConfig(SourceConfig):
         """SHA-256 of the settings that decide the deletion set (not paths of outputs or run id)."""
         keys = ("source", "format", "id_col", "vector_col", "unwanted", "retained", "alpha", "epsilon", "alpha_rel",
                 "epsilon_rel", "rule", "seed", "ridge", "requests", "request_key")
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=lambda v: f"<{type(v).__name__}>")
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def hash_key(self) -> bytes:
@@ -152,9 +173,6 @@ class UnlearnConfig(SourceConfig):
         if not key:
             raise DistunlearnError(f"--hash-ids needs the HMAC key in the environment variable {HASH_KEY_ENV}")
         return key.encode("utf-8")
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -190,11 +208,6 @@ class EvaluateConfig(SourceConfig):
             raise DistunlearnError("--downstream-grid takes fractions between 0 and 1, e.g. 0,0.25,0.5,1")
         if self.max_iter < 1 or not (math.isfinite(self.reg_param) and self.reg_param >= 0):
             raise DistunlearnError("--max-iter must be >= 1 and --reg-param a finite number >= 0")
-
-
-def is_path(source: str) -> bool:
-    """Whether ``--source`` names a storage path rather than a catalog table."""
-    return "/" in source or "\\" in source or os.path.exists(source)
 
 
 def read_config_file(path: str) -> dict:

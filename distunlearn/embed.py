@@ -56,8 +56,10 @@ def embed_table(spark: SparkSession, source: str, text_col: str, output: str, ve
 
     from distunlearn.spark.delta_writer import check_targets
     from distunlearn.spark.source import Source, col
+    from distunlearn.spark.table import TableRef
 
-    check_targets(source, output, None, None)
+    target = TableRef.parse(output)
+    check_targets(spark, TableRef.parse(source), target, None, None)
     with phase("read source") as done:
         df = Source.read(spark, source, format).df
         _check_columns(df, text_col, vector_col)
@@ -69,7 +71,7 @@ def embed_table(spark: SparkSession, source: str, text_col: str, output: str, ve
     tasks = max(1, -(-rows // ROWS_PER_TASK))
     with phase("embed and write") as done:
         start = time.perf_counter()
-        add_embedding(df.repartition(tasks), text_col, vector_col).write.format("delta").save(output)
+        target.save(add_embedding(df.repartition(tasks), text_col, vector_col), "error")
         done["rows"] = f"{rows:,}"
         done["texts/s"] = f"{rows / (time.perf_counter() - start):,.0f}"
     return rows
@@ -82,18 +84,19 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("delta", "parquet"), default="delta", help="source format (default delta)")
     p.add_argument("--text-col", default="text", help="string column to embed (default text)")
     p.add_argument("--vector-col", default="embedding", help="new array<float> column (default embedding)")
-    p.add_argument("--output", required=True, help="path of the new Delta table (must not exist)")
-    p.add_argument("--master", help="Spark master when not under spark-submit (default local[*])")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--output", required=True, help="path or catalog name of the new Delta table (must not exist)")
+    from distunlearn.cli import add_session_arguments
+
+    add_session_arguments(p)
     return p
 
 
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``embed`` and print one summary line; exit code 0 (errors raise ``DistunlearnError``)."""
-    from distunlearn.spark.session import get_session
+    from distunlearn.cli import session
     from distunlearn.udfs.embedding import DIM
 
-    rows = embed_table(get_session(master=args.master), args.source, args.text_col, args.output,
+    rows = embed_table(session(args), args.source, args.text_col, args.output,
                        args.vector_col, args.format)
     print(f"embedded {rows:,} rows of {args.source} into {args.output} (column {args.vector_col}, {DIM} floats)")
     return 0

@@ -13,14 +13,11 @@ from pyspark.sql import SparkSession
 from distunlearn.config import EvaluateConfig
 from distunlearn.core.curves import (Curve, RandomExpectation, budget_grid, empirical_frontier, halfway_fraction,
                                      halving_thresholds)
-from distunlearn.core.gaussian import PooledGaussian
-from distunlearn.core.selection import EditedKL, Removed, alpha_max
+from distunlearn.core.selection import Removed, alpha_max
 from distunlearn.errors import DistunlearnError
+from distunlearn.pipeline import Domains, fit, order, read_labelled, score
 from distunlearn.progress import phase
-from distunlearn.spark.ordering import RuleOrdering, score_unwanted
-from distunlearn.spark.session import without_broadcast_joins
-from distunlearn.spark.source import Source, labelled_rows
-from distunlearn.spark.statistics import domain_statistics
+from distunlearn.spark.ordering import RuleOrdering
 
 log = logging.getLogger("distunlearn")
 
@@ -29,41 +26,35 @@ ORDERED_METHOD = "the rule's deletion order, exact prefix sums at every sampled 
 DOWNSTREAM_RANDOM_METHOD = "one seeded draw: rows deleted in the order of a hash of (seed, id)"
 
 
-@without_broadcast_joins
 def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
     """The evaluation report (see ``README``: ``distunlearn evaluate``); writes the report files if asked."""
     if config.report and os.path.isdir(config.report):
         raise DistunlearnError(f"--report {config.report} is a directory; give a file path such as out/eval.json")
-    source = Source.read(spark, config.source, config.format)
-    labelled = labelled_rows(source, config.id_col, config.vector_col, config.unwanted, config.retained,
+    domains = Domains.of(config)
+    labelled = read_labelled(spark, config.source, config.format, domains,
                              label_col=config.label_col if config.downstream else None)
+    source, rows = labelled.source, labelled.rows
     downstream = None
     if config.downstream:
         from distunlearn.spark.downstream import Downstream, split_by_id
 
-        train, test = split_by_id(labelled, config.test_fraction, config.seed)
+        train, test = split_by_id(rows, config.test_fraction, config.seed)
         downstream = Downstream(train, test, config.max_iter, config.reg_param)
-        labelled = train
+        rows = train
 
-    with phase("statistics pass") as detail:
-        stats = domain_statistics(labelled, config.id_col, config.vector_col, keep_unwanted=True)
-        detail.update(unwanted=stats.unwanted.n, retained=stats.retained.n, dims=stats.unwanted.dim)
-    model = PooledGaussian.fit(stats.unwanted, stats.retained, config.ridge)
-    kl = EditedKL.from_model(model)
+    fitted = fit(rows, domains, config.ridge)
+    stats, model, kl = fitted.stats, fitted.model, fitted.kl
     grid = budget_grid(model.n1, config.points)
     halving = halving_thresholds(kl)
     ordered = tuple(r for r in config.rules if r != "random" or downstream is not None)
-    with phase("scoring pass") as detail:
-        scored = score_unwanted(stats.unwanted_rows, model, ordered, config.seed)
-        detail.update(rules=len(ordered))
+    scored = score(fitted, ordered, config.seed)
 
     rules: dict[str, dict] = {}
     curves: dict[str, Curve] = {}
     runs: dict[str, list] = {}
     for rule in config.rules:
         with phase(f"curve, {rule}") as detail:
-            ordering = RuleOrdering(scored, rule, model.n1, model.dim, config.order_chunks) \
-                if rule in ordered else None
+            ordering = order(scored, rule, fitted, config.order_chunks) if rule in ordered else None
             if rule == "random":
                 expectation = RandomExpectation.from_scatter(kl, model.whitener, stats.unwanted.m2)
                 curve, budget, method = expectation.curve(grid), expectation.first_reaching(halving.alpha), \
@@ -138,7 +129,7 @@ def _report(config, source, model, kl, halving_alpha, rules, curves) -> dict:
     eps, frontier = empirical_frontier(curves.values())
     eps_grid = np.linspace(0.0, max(preservation0, float(eps.max()) if len(eps) else 0.0), 50)
     return {
-        "source": config.source,
+        "source": source.name,
         "source_version": source.version,
         "domains": {"id_col": config.id_col, "vector_col": config.vector_col, "unwanted": config.unwanted,
                     "retained": config.retained},

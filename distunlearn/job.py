@@ -1,6 +1,7 @@
 """The unlearn job: read, fit, score, select, write. Each step is one call into the Spark layer."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -17,15 +18,15 @@ from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import BudgetChoice, EditedKL, Removed, Thresholds, alpha_max
 from distunlearn.errors import ConflictError, InfeasibleError
 from distunlearn.lineage import Lineage
+from distunlearn.pipeline import Domains, fit, order, read_labelled, score
 from distunlearn.progress import phase
-from distunlearn.spark.delta_writer import (check_manifest, check_targets, committed_version, latest_version,
-                                            manifest_rows, merge_delete, write_edited, write_manifest)
+from distunlearn.spark.delta_writer import (check_manifest, check_targets, committed_version, manifest_rows,
+                                            merge_delete, replace_run_rows, write_edited)
 from distunlearn.spark.ledger import Ledger
-from distunlearn.spark.ordering import RuleOrdering, score_unwanted
+from distunlearn.spark.ordering import RuleOrdering
 from distunlearn.spark.purge import purge
-from distunlearn.spark.session import without_broadcast_joins
-from distunlearn.spark.source import Source, first_line, labelled_rows, read_requests
-from distunlearn.spark.statistics import domain_statistics
+from distunlearn.spark.source import Source, read_requests
+from distunlearn.spark.table import TableRef, first_line
 from distunlearn.udfs.scoring import REQUESTED_TOTALS_SCHEMA, requested_totals
 
 log = logging.getLogger("distunlearn")
@@ -43,7 +44,7 @@ class UnlearnPlan:
     thresholds: Thresholds
     choices: list[BudgetChoice]
     chosen: BudgetChoice
-    ordering: RuleOrdering
+    orderings: dict[str, RuleOrdering]   # every evaluated rule's deletion order
     requested: DataFrame      # (id) of every requested row, whatever its domain
     removed: Removed          # requested rows of the two domains: already out of the edited data
     n_requested: int
@@ -54,6 +55,10 @@ class UnlearnPlan:
         return (f"no deletion set of {rules} reaches alpha = {self.thresholds.alpha:.6g} nats at "
                 f"epsilon = {eps:.6g}: the best alpha reachable at that epsilon is {self.chosen.best_alpha:.6g} "
                 f"({self.chosen.rule}); the frontier bound is {alpha_max(self.kl.kappa, eps):.6g}")
+
+    @property
+    def ordering(self) -> RuleOrdering:
+        return self.orderings[self.chosen.rule]
 
     def manifest(self, hash_key: bytes | None) -> DataFrame:
         return manifest_rows(self.ordering.deleted(self.chosen.deleted), self.requested, self.run_id,
@@ -70,41 +75,33 @@ class UnlearnPlan:
 
 def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> UnlearnPlan:
     """Statistics, model, thresholds and every evaluated rule's smallest budget; writes nothing."""
-    source = Source.read(spark, config.source, config.format)
-    requests = read_requests(spark, config.requests, config.request_key or config.id_col) if config.requests else None
-    labelled = labelled_rows(source, config.id_col, config.vector_col, config.unwanted, config.retained,
-                             requests, config.request_key)
-    if config.manifest_path and not config.dry_run:
-        check_manifest(spark, config.manifest_path,
-                       StringType() if config.hash_ids else labelled.schema["id"].dataType)
-
-    with phase("statistics pass") as detail:
-        stats = domain_statistics(labelled, config.id_col, config.vector_col, keep_unwanted=True)
-        detail.update(unwanted=stats.unwanted.n, retained=stats.retained.n, dims=stats.unwanted.dim)
-    model = PooledGaussian.fit(stats.unwanted, stats.retained, config.ridge)
-    kl = EditedKL.from_model(model)
+    domains = Domains.of(config)
+    requests = read_requests(spark, config.requests, config.request_key or config.id_col) \
+        if config.requests is not None else None
+    labelled = read_labelled(spark, config.source, config.format, domains, requests, config.request_key)
+    fitted = fit(labelled.rows, domains, config.ridge)
+    model, kl = fitted.model, fitted.kl
     thresholds = Thresholds.resolve(kl, **config.thresholds)
     removed, n_requested = Removed.nothing(model.dim), 0
     if requests is not None:
         with phase("deletion requests") as detail:
-            removed, n_requested = _requested_removal(labelled, model)
+            removed, n_requested = _requested_removal(labelled.rows, model)
             detail.update(rows=n_requested, in_domains=removed.count)
 
-    with phase("scoring pass") as detail:
-        scored = score_unwanted(stats.unwanted_rows, model, config.rules, config.seed)
-        detail.update(rules=len(config.rules))
-    choices, best = [], None
+    scored = score(fitted, config.rules, config.seed)
+    choices, orderings, best = [], {}, None
     for rule in config.rules:
         with phase(f"selection, {rule}") as detail:
-            ordering = RuleOrdering(scored, rule, model.n1, model.dim, config.order_chunks)
+            ordering = order(scored, rule, fitted, config.order_chunks)
             choice = ordering.choose(kl, thresholds, removed)
             detail.update(chunks=ordering.chunks, deleted=choice.deleted if choice.feasible else "infeasible")
         choices.append(choice)
+        orderings[rule] = ordering
         if best is None or _better(choice, best[0]):
             best = (choice, ordering)
-    requested = labelled.where(F.col("requested")).select("id")
-    return UnlearnPlan(run_id, config, source, model, kl, thresholds, choices, best[0], best[1], requested,
-                       removed, n_requested)
+    requested = labelled.rows.where(F.col("requested")).select("id")
+    return UnlearnPlan(run_id, config, labelled.source, model, kl, thresholds, choices, best[0], orderings,
+                       requested, removed, n_requested)
 
 
 def _requested_removal(labelled: DataFrame, model: PooledGaussian) -> tuple[Removed, int]:
@@ -121,29 +118,31 @@ def _better(a: BudgetChoice, b: BudgetChoice) -> bool:
     return a.deleted < b.deleted if a.feasible else a.best_alpha > b.best_alpha
 
 
-@without_broadcast_joins
-def run_unlearn(spark: SparkSession, config: UnlearnConfig) -> dict:
-    """Plan, then (unless ``dry_run``) write the manifest and the edit, purge if asked; returns the report.
+def run_unlearn(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan | None = None) -> dict:
+    """Plan (or take ``plan``), then (unless ``dry_run``) write the manifest and the edit, purge if asked;
+    returns the report.
 
     Idempotent per run id: a run that already succeeded is reported again, not repeated; a run that
     died after its edit committed is finished (purge, ledger) without planning again.
     """
-    run_id = config.run_id or str(uuid.uuid4())
+    run_id = config.run_id or (plan.run_id if plan else str(uuid.uuid4()))
     hash_key = config.hash_key() if config.hash_ids else None
-    ledger = Ledger(spark, config.ledger_path) if config.ledger_path and not config.dry_run else None
+    ledger_table = config.ledger_table
+    ledger = Ledger(spark, ledger_table) if ledger_table and not config.dry_run else None
     earlier = ledger.get(run_id) if ledger else None
     if earlier and earlier["status"] == "succeeded":
         log.info("run %s already succeeded; nothing to do", run_id)
         if earlier["config_hash"] != config.fingerprint:
             log.warning("run %s succeeded earlier with other settings; use a new --run-id for a new run", run_id)
         return {**json.loads(earlier["report"]), "repeated": True}
+    source_name = _name(config.source)
     lineage = Lineage(run_id)
-    lineage.start(config.source)
+    lineage.start(source_name)
     try:
-        report = _edit(spark, config, run_id, ledger, hash_key)
+        report = _edit(spark, config, run_id, ledger, hash_key, plan)
         if config.purge:
             with phase("purge (REORG, VACUUM)") as detail:
-                report["purge"] = purge(spark, config.source, config.purge_retention_hours, run_id,
+                report["purge"] = purge(spark, config.source_table, config.purge_retention_hours, run_id,
                                         report["source_version_written"], config.id_col)
                 detail.update(retention_hours=config.purge_retention_hours)
         if ledger:
@@ -151,7 +150,7 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig) -> dict:
     except Exception as exc:
         if ledger and ledger.get(run_id) is not None:
             ledger.record(run_id, "failed", error=first_line(exc))
-        lineage.fail(config.source, first_line(exc))
+        lineage.fail(source_name, first_line(exc))
         raise
     lineage.complete(report)
     if config.report:
@@ -160,44 +159,56 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig) -> dict:
     return report
 
 
+def _name(data) -> str:
+    return TableRef.parse(data).location if isinstance(data, str) else "<DataFrame>"
+
+
 def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledger | None,
-          hash_key: bytes | None) -> dict:
+          hash_key: bytes | None, planned: UnlearnPlan | None) -> dict:
     """Plan and commit the edit, re-planning when another writer commits to the source first."""
     from distunlearn.report import build_report
 
-    target = config.source if config.in_place else config.output
+    source = config.source_table
+    target = source if config.in_place else config.output_table
     for attempt in range(config.max_retries + 1):
-        done = committed_version(spark, target, run_id, ("MERGE",) if config.in_place else ("WRITE",)) \
+        done = committed_version(spark, target, run_id, ("MERGE",) if config.in_place else _CREATE_OPS) \
             if target and not config.dry_run else None
         if done is not None and ledger and ledger.report(run_id):
             log.info("run %s: the edit committed as version %d earlier; finishing the run", run_id, done)
             return _with_version(ledger.report(run_id), config, done)
-        if not config.dry_run:
-            check_targets(config.source, None if config.in_place else config.output, config.manifest_path,
-                          config.report)
-        elif config.report:
-            check_targets(config.source, None, None, config.report)
-        plan = plan_unlearning(spark, config, run_id)
+        check_targets(spark, source, None if config.in_place or config.dry_run else target,
+                      None if config.dry_run else config.manifest_table, config.report,
+                      None if config.dry_run else config.ledger_table)
+        plan = dataclasses.replace(planned, config=config) if planned is not None and attempt == 0 \
+            else plan_unlearning(spark, config, run_id)
         if not plan.chosen.feasible:
             raise InfeasibleError(plan.infeasible_message(), report=build_report(plan))
         if config.dry_run:
             return build_report(plan)
+        check_manifest(spark, config.manifest_table,
+                       StringType() if config.hash_ids else plan.requested.schema["id"].dataType)
         report = build_report(plan)
         with phase("writing manifest"):
-            report["manifest_version"] = write_manifest(spark, plan.manifest(hash_key), run_id, config.manifest_path)
+            report["manifest_version"] = replace_run_rows(spark, config.manifest_table, plan.manifest(hash_key),
+                                                          run_id)
         if ledger:
             ledger.record(run_id, "planned", report, plan.model_record(), config.fingerprint)
         try:
             with phase("committing the edit") as detail:
                 version = _commit(spark, config, plan, run_id)
                 detail.update(version=version)
-        except _CONFLICTS as exc:
-            log.warning("attempt %d: %s changed while planning (%s); planning again", attempt + 1, config.source,
+        except Exception as exc:  # noqa: BLE001 - conflicts re-plan, anything else is raised
+            if not _is_conflict(exc):
+                raise
+            log.warning("attempt %d: %s changed while planning (%s); planning again", attempt + 1, source.text,
                         first_line(exc))
             continue
         return _with_version(report, config, version)
-    raise ConflictError(f"{config.source} kept changing under the run: gave up after {config.max_retries + 1} "
+    raise ConflictError(f"{source.text} kept changing under the run: gave up after {config.max_retries + 1} "
                         f"attempts (run id {run_id}); rerun with --run-id {run_id}")
+
+
+_CREATE_OPS = ("WRITE", "CREATE TABLE AS SELECT", "CREATE TABLE")
 
 
 class SourceChanged(Exception):
@@ -213,15 +224,24 @@ def _conflict_types() -> tuple[type, ...]:
 
 
 _CONFLICTS = _conflict_types()
+_CONFLICT_CLASSES = ("DELTA_CONCURRENT", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """Delta's concurrent-modification errors, as classic PySpark (by type) and Connect (by error class) raise them."""
+    if isinstance(exc, _CONFLICTS):
+        return True
+    error_class = getattr(exc, "getCondition", getattr(exc, "getErrorClass", lambda: None))() or ""
+    return error_class.startswith(_CONFLICT_CLASSES) or any(c in str(exc)[:200] for c in _CONFLICT_CLASSES)
 
 
 def _commit(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan, run_id: str) -> int:
     if not config.in_place:
-        return write_edited(spark, plan.source.df, plan.deleted_ids(), config.id_col, config.output, run_id)
-    current = latest_version(spark, config.source)
+        return write_edited(spark, plan.source.df, plan.deleted_ids(), config.id_col, config.output_table, run_id)
+    current = config.source_table.latest_version(spark)
     if current != plan.source.version:
         raise SourceChanged(f"version {current} is newer than the planned version {plan.source.version}")
-    return merge_delete(spark, config.source, plan.deleted_ids(), config.id_col, run_id)
+    return merge_delete(spark, config.source_table, plan.deleted_ids(), config.id_col, run_id)
 
 
 def _with_version(report: dict, config: UnlearnConfig, version: int) -> dict:

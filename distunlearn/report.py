@@ -10,6 +10,10 @@ def _num(x: float | None):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
 
+def _location(table) -> str | None:
+    return None if table is None else table.location
+
+
 def _rule_entry(choice: BudgetChoice, n_unwanted: int) -> dict:
     return {
         "feasible": choice.feasible,
@@ -45,15 +49,16 @@ def build_report(plan) -> dict:
         "kl_preservation_before": preservation0,
         "kl_preservation_after": _num(chosen.preservation),
         "rules": {c.rule: _rule_entry(c, kl.n1) for c in plan.choices},
-        "source": cfg.source,
+        "source": plan.source.name,
         "source_format": cfg.format,
         "source_version": plan.source.version,
         "in_place": cfg.in_place,
-        "requests": cfg.requests,
+        "requests": _location(cfg.requests_table) if cfg.requests is not None and cfg.requests_table else (
+            None if cfg.requests is None else "<DataFrame>"),
         "source_version_written": None,
-        "output": None if cfg.dry_run else (cfg.source if cfg.in_place else cfg.output),
+        "output": None if cfg.dry_run else _location(cfg.source_table if cfg.in_place else cfg.output_table),
         "output_version": None,
-        "manifest": None if cfg.dry_run else cfg.manifest_path,
+        "manifest": None if cfg.dry_run else _location(cfg.manifest_table),
         "manifest_version": None,
         "dry_run": cfg.dry_run,
         "hash_ids": cfg.hash_ids,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -11,13 +10,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from distunlearn.config import LEDGER_NAME
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.moments import DomainMoments
 from distunlearn.errors import DistunlearnError
+from distunlearn.pipeline import Domains, read_labelled, statistics
 from distunlearn.spark.ledger import Ledger
-from distunlearn.spark.session import without_broadcast_joins
-from distunlearn.spark.source import Source, labelled_rows
-from distunlearn.spark.statistics import domain_statistics
+from distunlearn.spark.source import SHUFFLE_JOIN
+from distunlearn.spark.table import TableRef, table_files
 
 TOLERANCE = 1e-9
 
@@ -32,25 +32,25 @@ class Check:
         return f"{'PASS' if self.passed else 'FAIL'} {self.name}: {self.detail}"
 
 
-@without_broadcast_joins
-def verify_run(spark: SparkSession, source: str, run_id: str, ledger_path: str, manifest_path: str | None = None,
+def verify_run(spark: SparkSession, source, run_id: str, ledger=None, manifest=None,
                hash_key: bytes | None = None, **domain_overrides) -> list[Check]:
     """Recompute the KLs with the run's model and thresholds, look for deleted ids in the table, and
-    (after a purge) for the files that held them."""
-    record = Ledger(spark, ledger_path).get(run_id)
+    (after a purge) for the files that held them. Tables are paths, URIs or catalog names; the ledger
+    defaults to ``distunlearn_ledger`` beside ``source``."""
+    table = TableRef.parse(source)
+    ledger = TableRef.parse(ledger) if ledger else table.beside(LEDGER_NAME)
+    record = Ledger(spark, ledger).get(run_id)
     if record is None or record["status"] != "succeeded":
-        raise DistunlearnError(f"run {run_id} has no succeeded entry in the ledger {ledger_path}")
+        raise DistunlearnError(f"run {run_id} has no succeeded entry in the ledger {ledger.text}")
     report = json.loads(record["report"])
-    domains = {**report["domains"], **{k: v for k, v in domain_overrides.items() if v is not None}}
-    current = Source.read(spark, source)
-    labelled = labelled_rows(current, domains["id_col"], domains["vector_col"], domains["unwanted"],
-                             domains["retained"])
-    stats = domain_statistics(labelled, domains["id_col"], domains["vector_col"])
+    domains = Domains(**{**report["domains"], **{k: v for k, v in domain_overrides.items() if v is not None}})
+    labelled = read_labelled(spark, table, "delta", domains)
+    stats = statistics(labelled.rows, domains, keep_unwanted=False)
     checks = _kl_checks(json.loads(record["model"]), report, stats.unwanted, stats.retained)
-    manifest = manifest_path or report["manifest"]
-    checks.append(_absent_ids(spark, labelled, manifest, run_id, report.get("hash_ids"), hash_key))
+    manifest = TableRef.parse(manifest or report["manifest"])
+    checks.append(_absent_ids(spark, labelled.rows, manifest, run_id, report.get("hash_ids"), hash_key))
     if report.get("purge") and report.get("in_place"):
-        checks.append(_purged_files(source, report["source_version_written"]))
+        checks.append(_purged_files(spark, table, report["source_version_written"]))
     return checks
 
 
@@ -69,8 +69,8 @@ def _kl_checks(model: dict, report: dict, unwanted: DomainMoments, retained: Dom
     ]
 
 
-def _absent_ids(spark, labelled, manifest: str, run_id: str, hashed: bool, hash_key: bytes | None) -> Check:
-    deleted = spark.read.format("delta").load(manifest).where(F.col("run_id") == run_id).select("id")
+def _absent_ids(spark, labelled, manifest: TableRef, run_id: str, hashed: bool, hash_key: bytes | None) -> Check:
+    deleted = manifest.read(spark).where(F.col("run_id") == run_id).select("id")
     ids = labelled.select("id")
     if hashed:
         if hash_key is None:
@@ -78,25 +78,23 @@ def _absent_ids(spark, labelled, manifest: str, run_id: str, hashed: bool, hash_
         from distunlearn.udfs.hashing import id_hasher
 
         ids = ids.mapInArrow(id_hasher(hash_key), StructType([StructField("id", StringType())]))
-    remaining = ids.join(deleted, "id", "left_semi").count()
+    remaining = ids.join(deleted.hint(SHUFFLE_JOIN), "id", "left_semi").count()
     total = deleted.count()
-    return Check("deleted ids absent", remaining == 0 and total > 0,
+    return Check("deleted ids absent", remaining == 0,
                  f"{remaining} of the run's {total} deleted {'id hashes' if hashed else 'ids'} are still in the table")
 
 
-def _purged_files(path: str, merge_version: int) -> Check:
-    """Every data or change-data file removed or written by the run's commits is gone from storage."""
-    log_dir = os.path.join(path, "_delta_log")
-    files, version = [], merge_version
-    while os.path.exists(os.path.join(log_dir, f"{version:020d}.json")):
-        with open(os.path.join(log_dir, f"{version:020d}.json")) as fh:
-            for line in fh:
-                action = json.loads(line)
-                if "remove" in action:
-                    files.append(unquote(action["remove"]["path"]))
-                elif "cdc" in action and version == merge_version:
-                    files.append(unquote(action["cdc"]["path"]))
-        version += 1
-    left = [f for f in files if os.path.exists(os.path.join(path, f))]
+def _purged_files(spark: SparkSession, table: TableRef, merge_version: int) -> Check:
+    """Every data or change-data file removed or written by the run's commits is gone from storage: the
+    log is read and the storage listed through Spark, so any file system Spark reaches is checked."""
+    location = table.require_delta(spark, "--source")["location"]
+    commits = spark.read.text(location.rstrip("/") + "/_delta_log/*.json").select(
+        F.regexp_extract(F.input_file_name(), r"(\d+)\.json$", 1).cast("long").alias("version"),
+        F.get_json_object("value", "$.remove.path").alias("removed"),
+        F.get_json_object("value", "$.cdc.path").alias("cdc")).where(F.col("version") >= merge_version)
+    rows = commits.where(F.col("removed").isNotNull() | (F.col("cdc").isNotNull()
+                                                         & (F.col("version") == merge_version))).collect()
+    files = {unquote(r["removed"] or r["cdc"]) for r in rows}
+    left = files & table_files(spark, location)
     return Check("purged files gone", not left,
                  f"{len(left)} of {len(files)} files removed or written by the run's commits are still on storage")

@@ -9,6 +9,7 @@ import pytest
 
 import reliability
 from cluster import C1_ONLY
+from connect_server import ConnectServer, hive_conf
 from distunlearn.spark.session import get_session
 
 
@@ -28,14 +29,35 @@ SMALL_DRIVER_FLAGS = ["--master", "local[2]", "--spark-conf", "spark.sql.shuffle
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(tmp_path_factory):
+    """The suite's classic session, with Spark's own Hive metastore (embedded Derby) in a temp folder."""
+    metastore = tmp_path_factory.mktemp("metastore")
     session = get_session("distunlearn-tests", master="local[2]", conf={
         "spark.sql.shuffle.partitions": "4",
         "spark.default.parallelism": "4",
         "spark.ui.enabled": "false",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
+        **hive_conf(metastore),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={metastore}",
     })
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """One Spark Connect server on 127.0.0.1 for the whole suite (Delta, its own Hive metastore)."""
+    with ConnectServer(tmp_path_factory.mktemp("connect")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def connect_spark(connect_server):
+    """A Spark Connect client session of ``connect_server`` (the server runs this venv's Python)."""
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    session = ConnectSession.builder.remote(connect_server.url).create()
     yield session
     session.stop()
 

@@ -1,19 +1,29 @@
-"""Delta writes of the edited table and the deletion manifest, checked before anything is written."""
+"""Delta writes of the edited table and the deletion manifest, checked before anything is written.
+
+Writes carry their settings as writer options (``userMetadata``); Delta commands that take settings only
+from the session (MERGE) run in a session of their own (``run_session``). Nothing is set on the caller's
+session.
+"""
 from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StringType, StructField, StructType
 
 from distunlearn.errors import DistunlearnError
-from distunlearn.spark.session import session_conf
-from distunlearn.spark.source import col
+from distunlearn.spark.session import run_session
+from distunlearn.spark.source import SHUFFLE_JOIN, col
+from distunlearn.spark.table import TableRef
 
 MANIFEST_COLUMNS = ("run_id", "id", "reason", "rule", "score", "rank")
+# A broadcast join collects its smaller side on the driver: the run's own session never broadcasts the
+# row sets it joins (Delta's MERGE plans its join itself, so a hint cannot reach it).
+NO_BROADCAST_JOINS = {"spark.sql.autoBroadcastJoinThreshold": "-1",
+                      "spark.sql.adaptive.autoBroadcastJoinThreshold": "-1"}
 
 
 def commit_metadata(run_id: str) -> str:
@@ -21,82 +31,62 @@ def commit_metadata(run_id: str) -> str:
     return json.dumps({"distunlearn_run_id": run_id})
 
 
-def _local(path: str) -> str | None:
-    return None if "://" in path else os.path.abspath(path)
+def commit_conf(run_id: str, txn_version: int | None = None, **extra) -> dict:
+    """Session settings of a Delta command that takes no writer options (MERGE, REORG, VACUUM): the run id
+    as ``userMetadata`` and, with ``txn_version``, Delta's idempotent-write transaction id."""
+    conf = {"spark.databricks.delta.commitInfo.userMetadata": commit_metadata(run_id), **NO_BROADCAST_JOINS,
+            **extra}
+    if txn_version is not None:
+        conf.update({"spark.databricks.delta.write.txnAppId": f"distunlearn-{run_id}",
+                     "spark.databricks.delta.write.txnVersion": str(txn_version)})
+    return conf
 
 
-def _holds_data(path: str) -> bool:
-    local = _local(path)
-    return local is not None and os.path.isdir(local) and bool(os.listdir(local))
-
-
-def _same(a: str, b: str) -> bool:
-    return a.rstrip("/") == b.rstrip("/") or (_local(a) is not None and _local(a) == _local(b))
-
-
-def check_targets(source: str, output: str | None, manifest: str | None, report: str | None) -> None:
-    """Before any work: the edited table goes to a new, empty location; no two targets collide;
-    the report's folder exists."""
-    if output and _same(output, source):
+def check_targets(spark: SparkSession, source: TableRef | None, output: TableRef | None,
+                  manifest: TableRef | None, report: str | None, ledger: TableRef | None = None) -> None:
+    """Before any work: the edited table goes to a new, empty location; no two targets collide; every
+    table written by name has its database; the report's folder exists."""
+    for table, flag in ((output, "--output"), (manifest, "--manifest"), (ledger, "--ledger")):
+        if table is not None:
+            table.check_writable(spark, flag)
+    if output and source and output.same_as(source, spark):
         raise DistunlearnError("--output is the source table; write the edited table to another path")
-    if output and _holds_data(output):
-        raise DistunlearnError(f"--output {output} already holds data; choose a new path")
-    if manifest and (_same(manifest, source) or (output and _same(manifest, output))):
-        raise DistunlearnError("--manifest must be a path of its own, not the source or the output table")
+    if output and output.holds_data(spark):
+        raise DistunlearnError(f"--output {output.text} already holds data; choose a new path or table name")
+    if manifest and ((source and manifest.same_as(source, spark)) or (output and manifest.same_as(output, spark))):
+        raise DistunlearnError("--manifest must be a table of its own, not the source or the output table")
     if report and not os.path.isdir(os.path.dirname(os.path.abspath(report))):
         raise DistunlearnError(f"--report {report}: folder {os.path.dirname(report) or '.'} does not exist")
 
 
-def check_manifest(spark: SparkSession, manifest: str, id_type: DataType) -> None:
+def check_manifest(spark: SparkSession, manifest: TableRef, id_type: DataType) -> None:
     """A manifest is shared by runs: an existing one must be a Delta table with the same id type."""
-    from delta.tables import DeltaTable
-
-    if not _holds_data(manifest):
+    if not manifest.holds_data(spark):
         return
-    if not DeltaTable.isDeltaTable(spark, manifest):
-        raise DistunlearnError(f"--manifest {manifest} holds data that is not a Delta table")
-    existing = spark.read.format("delta").load(manifest).schema
+    if not manifest.is_delta(spark):
+        raise DistunlearnError(f"--manifest {manifest.text} holds data that is not a Delta table")
+    existing = manifest.read(spark).schema
     if tuple(existing.fieldNames()) != MANIFEST_COLUMNS or existing["id"].dataType != id_type:
-        raise DistunlearnError(f"--manifest {manifest} is a Delta table of another shape "
-                               f"(expected columns {', '.join(MANIFEST_COLUMNS)} with id of type {id_type.simpleString()})")
+        raise DistunlearnError(f"--manifest {manifest.text} is a Delta table of another shape (expected columns "
+                               f"{', '.join(MANIFEST_COLUMNS)} with id of type {id_type.simpleString()})")
 
 
-@contextmanager
-def commit_context(spark: SparkSession, run_id: str, txn_version: int | None = None, **extra_conf):
-    """Session settings around Delta commands that take no writer options (MERGE, REORG, VACUUM):
-    the run id as ``userMetadata`` and, with ``txn_version``, Delta's idempotent-write transaction id."""
-    conf = {"spark.databricks.delta.commitInfo.userMetadata": commit_metadata(run_id), **extra_conf}
-    if txn_version is not None:
-        conf.update({"spark.databricks.delta.write.txnAppId": f"distunlearn-{run_id}",
-                     "spark.databricks.delta.write.txnVersion": str(txn_version)})
-    with session_conf(spark, conf):
-        yield
-
-
-def committed_version(spark: SparkSession, path: str, run_id: str, operations=("WRITE", "MERGE")) -> int | None:
-    """Version of this run's data commit to ``path`` (found by its ``userMetadata``), or None."""
-    from delta.tables import DeltaTable
-
-    if not DeltaTable.isDeltaTable(spark, path):
+def committed_version(spark: SparkSession, table: TableRef, run_id: str, operations=("WRITE", "MERGE")) -> int | None:
+    """Version of this run's data commit to ``table`` (found by its ``userMetadata``), or None."""
+    if not table.is_delta(spark):
         return None
-    history = DeltaTable.forPath(spark, path).history()
-    hit = history.where((F.col("userMetadata") == commit_metadata(run_id)) & F.col("operation").isin(*operations)) \
-        .agg(F.max("version")).first()[0]
+    hit = table.history(spark).where((F.col("userMetadata") == commit_metadata(run_id))
+                                     & F.col("operation").isin(*operations)).agg(F.max("version")).first()[0]
     return None if hit is None else int(hit)
 
 
-def latest_version(spark: SparkSession, path: str) -> int:
-    from delta.tables import DeltaTable
-
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
-
-
-def write_edited(spark: SparkSession, source: DataFrame, deleted: DataFrame, id_col: str, path: str, run_id: str) -> int:
+def write_edited(spark: SparkSession, source: DataFrame, deleted: DataFrame, id_col: str, output: TableRef,
+                 run_id: str) -> int:
     """Source minus the deleted ids, every column and the schema kept, as a new Delta table."""
-    deleted_ids = deleted.select(F.col("id").alias("__deleted_id"))
+    deleted_ids = deleted.select(F.col("id").alias("__deleted_id")).hint(SHUFFLE_JOIN)
     edited = source.join(deleted_ids, col(id_col) == F.col("__deleted_id"), "left_anti").select(*map(col, source.columns))
-    edited.write.format("delta").mode("errorifexists").option("userMetadata", commit_metadata(run_id)).save(path)
-    return latest_version(spark, path)
+    output.save(edited, "error", userMetadata=commit_metadata(run_id))
+    return committed_version(spark, output, run_id, ("WRITE", "CREATE TABLE AS SELECT", "CREATE TABLE"))
 
 
 def manifest_rows(selected: DataFrame, requested: DataFrame, run_id: str, rule: str,
@@ -115,25 +105,28 @@ def manifest_rows(selected: DataFrame, requested: DataFrame, run_id: str, rule: 
     return rows
 
 
-def write_manifest(spark: SparkSession, rows: DataFrame, run_id: str, path: str) -> int:
-    """Replace this run's rows of the manifest atomically (a retried or resumed run rewrites them)."""
-    rows.write.format("delta").mode("overwrite").option("replaceWhere", f"run_id = {sql_string(run_id)}") \
-        .option("userMetadata", commit_metadata(run_id)).save(path)
-    return latest_version(spark, path)
+def replace_run_rows(spark: SparkSession, table: TableRef, rows: DataFrame, run_id: str) -> int:
+    """Replace this run's rows of a shared table (manifest, ledger) in one atomic commit; returns its version."""
+    table.save(rows, "overwrite", replaceWhere=f"run_id = {sql_string(run_id)}", userMetadata=commit_metadata(run_id))
+    return table.latest_version(spark)
 
 
 def sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def merge_delete(spark: SparkSession, path: str, deleted_ids: DataFrame, id_col: str, run_id: str) -> int:
+def merge_delete(spark: SparkSession, target: TableRef, deleted_ids: DataFrame, id_col: str, run_id: str) -> int:
     """Delete the rows whose id is in ``deleted_ids`` by a MERGE join (the ids never enter a predicate
-    or the log), as one atomic commit carrying the run id; a repeat with the same run id is a no-op."""
-    from delta.tables import DeltaTable
+    or the log), as one atomic commit carrying the run id; a repeat with the same run id is a no-op.
 
-    target = DeltaTable.forPath(spark, path).alias("t")
-    with commit_context(spark, run_id, txn_version=1):
-        target.merge(deleted_ids.select(F.col("id").alias("__deleted_id")).alias("d"),
-                     F.col("t.`" + id_col.replace("`", "``") + "`") == F.col("d.__deleted_id")) \
-            .whenMatchedDelete().execute()
-    return committed_version(spark, path, run_id, ("MERGE",))
+    The ids reach the MERGE's own session as a global temporary view, dropped afterwards."""
+    view = f"distunlearn_deleted_{uuid.uuid4().hex}"
+    deleted_ids.select(F.col("id").alias("__deleted_id")).createOrReplaceGlobalTempView(view)
+    key = "`" + id_col.replace("`", "``") + "`"
+    try:
+        with run_session(spark, commit_conf(run_id, txn_version=1)) as session:
+            session.sql(f"MERGE INTO {target.sql} AS t USING global_temp.{view} AS d "
+                        f"ON t.{key} = d.__deleted_id WHEN MATCHED THEN DELETE").collect()
+    finally:
+        spark.catalog.dropGlobalTempView(view)
+    return committed_version(spark, target, run_id, ("MERGE",))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from distunlearn.spark.source import RETAINED, UNWANTED
+from distunlearn.spark.source import RETAINED, SHUFFLE_JOIN, UNWANTED
 
 SPLIT_BUCKETS = 10_000
 
@@ -38,7 +38,7 @@ class Downstream:
 
     def with_ranks(self, ranks: DataFrame) -> DataFrame:
         """Training rows with the deletion rank (1 = deleted first) of the unwanted ones, null for others."""
-        return self.train.join(ranks.select("id", "rank"), "id", "left").cache()
+        return self.train.join(ranks.select("id", "rank").hint(SHUFFLE_JOIN), "id", "left").cache()
 
     def score(self, training: DataFrame) -> dict:
         """Fit on ``training`` and return the forget-domain and retained-domain test accuracies."""

@@ -1,4 +1,4 @@
-"""The run ledger: a Delta table with one row per run id, upserted as the run moves on."""
+"""The run ledger: a Delta table with one row per run id, replaced atomically as the run moves on."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,7 +8,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
-from distunlearn.spark.delta_writer import commit_context
+from distunlearn.spark.delta_writer import replace_run_rows
+from distunlearn.spark.table import TableRef
 
 _DOUBLES = ("alpha", "epsilon", "kappa", "kl_removal_before", "kl_removal_after", "kl_preservation_before",
             "kl_preservation_after")
@@ -27,18 +28,13 @@ class Ledger:
     """One row per run: status (planned, succeeded, failed), versions, thresholds, KLs,
     counts by reason, rule, config hash, the fitted model (for ``verify``) and the report as JSON."""
 
-    def __init__(self, spark: SparkSession, path: str):
-        self.spark, self.path = spark, path
-
-    def _exists(self) -> bool:
-        from delta.tables import DeltaTable
-
-        return DeltaTable.isDeltaTable(self.spark, self.path)
+    def __init__(self, spark: SparkSession, table: TableRef):
+        self.spark, self.table = spark, table
 
     def get(self, run_id: str) -> dict | None:
-        if not self._exists():
+        if not self.table.is_delta(self.spark):
             return None
-        row = self.spark.read.format("delta").load(self.path).where(F.col("run_id") == run_id).first()
+        row = self.table.read(self.spark).where(F.col("run_id") == run_id).first()
         return None if row is None else row.asDict()
 
     def report(self, run_id: str) -> dict | None:
@@ -47,9 +43,10 @@ class Ledger:
 
     def record(self, run_id: str, status: str, report: dict | None = None, model: dict | None = None,
                config_hash: str | None = None, error: str | None = None) -> None:
-        """Insert or update this run's row; fields not given keep their earlier values."""
+        """Insert or replace this run's row (one atomic commit); fields not given keep their earlier values."""
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        values = {"run_id": run_id, "status": status, "started_at": now, "updated_at": now, "error": error}
+        values = self.get(run_id) or {"started_at": now}
+        values.update({"run_id": run_id, "status": status, "updated_at": now, "error": error})
         if report is not None:
             values.update({
                 "source": report["source"], "source_version_read": report["source_version"],
@@ -62,13 +59,4 @@ class Ledger:
         if config_hash is not None:
             values["config_hash"] = config_hash
         row = self.spark.createDataFrame([tuple(values.get(f.name) for f in SCHEMA)], SCHEMA)
-        with commit_context(self.spark, run_id):
-            if not self._exists():
-                row.write.format("delta").mode("append").save(self.path)
-                return
-            from delta.tables import DeltaTable
-
-            given = [k for k in values if values[k] is not None or k == "error"]
-            DeltaTable.forPath(self.spark, self.path).alias("l").merge(row.alias("r"), "l.run_id = r.run_id") \
-                .whenMatchedUpdate(set={k: f"r.`{k}`" for k in given if k != "started_at"}) \
-                .whenNotMatchedInsertAll().execute()
+        replace_run_rows(self.spark, self.table, row, run_id)

@@ -6,21 +6,17 @@ import logging
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from distunlearn.spark.delta_writer import commit_context
+from distunlearn.spark.delta_writer import commit_conf
+from distunlearn.spark.session import run_session
+from distunlearn.spark.table import TableRef
 
 log = logging.getLogger("distunlearn")
 DELTA_SAFE_RETENTION_HOURS = 168
 
 
-def _quoted(path: str) -> str:
-    return "delta.`" + path.replace("`", "``") + "`"
-
-
-def _metrics(spark: SparkSession, path: str, operation: str, after_version: int) -> dict:
-    from delta.tables import DeltaTable
-
-    row = DeltaTable.forPath(spark, path).history().where(
-        (F.col("operation") == operation) & (F.col("version") > after_version)).orderBy(F.col("version").desc()).first()
+def _metrics(spark: SparkSession, table: TableRef, operation: str, after_version: int) -> dict:
+    row = table.history(spark).where((F.col("operation") == operation) & (F.col("version") > after_version)) \
+        .orderBy(F.col("version").desc()).first()
     return {} if row is None else {"version": int(row["version"]), **{k: int(v) for k, v in
                                                                       (row["operationMetrics"] or {}).items()}}
 
@@ -34,31 +30,29 @@ def id_in_log_statistics(properties: dict, columns: list[str], id_col: str) -> b
     return indexed < 0 or id_col in columns[:indexed]
 
 
-def purge(spark: SparkSession, path: str, retention_hours: float, run_id: str, after_version: int,
+def purge(spark: SparkSession, table: TableRef, retention_hours: float, run_id: str, after_version: int,
           id_col: str) -> dict:
     """Rewrite files holding soft-deleted rows, then delete every file the table no longer needs that
     is older than ``retention_hours`` (data, deletion vectors, ``_change_data``). Returns what each did."""
-    from delta.tables import DeltaTable
-
-    table = DeltaTable.forPath(spark, path)
-    properties = table.detail().select("properties").first()[0] or {}
+    properties = table.require_delta(spark, "--in-place").get("properties") or {}
     result = {"retention_hours": retention_hours,
-              "id_in_log_statistics": id_in_log_statistics(properties, table.toDF().columns, id_col)}
+              "id_in_log_statistics": id_in_log_statistics(properties, table.read(spark).columns, id_col)}
     if result["id_in_log_statistics"]:
         log.warning("%s collects data-skipping statistics on %r: _delta_log keeps each file's min/max id, which "
                     "VACUUM never removes; exclude it with ALTER TABLE ... SET TBLPROPERTIES "
-                    "('delta.dataSkippingStatsColumns' = '<other columns>')", path, id_col)
+                    "('delta.dataSkippingStatsColumns' = '<other columns>')", table.text, id_col)
     if str(properties.get("delta.enableDeletionVectors", "false")).lower() == "true":
-        with commit_context(spark, run_id):
-            spark.sql(f"REORG TABLE {_quoted(path)} APPLY (PURGE)")
-        result["reorg"] = _metrics(spark, path, "REORG", after_version)
+        with run_session(spark, commit_conf(run_id)) as session:
+            session.sql(f"REORG TABLE {table.sql} APPLY (PURGE)").collect()
+        result["reorg"] = _metrics(spark, table, "REORG", after_version)
     extra = {"spark.databricks.delta.vacuum.logging.enabled": "true"}
     if retention_hours < DELTA_SAFE_RETENTION_HOURS:
         log.warning("lowering Delta's %d-hour retention safety check for this VACUUM only (retain %g hours): "
-                    "readers of older versions of %s may fail", DELTA_SAFE_RETENTION_HOURS, retention_hours, path)
+                    "readers of older versions of %s may fail", DELTA_SAFE_RETENTION_HOURS, retention_hours,
+                    table.text)
         extra["spark.databricks.delta.retentionDurationCheck.enabled"] = "false"
-    with commit_context(spark, run_id, **extra):
-        spark.sql(f"VACUUM {_quoted(path)} RETAIN {float(retention_hours)} HOURS")
-    result["vacuum"] = _metrics(spark, path, "VACUUM END", after_version)
+    with run_session(spark, commit_conf(run_id, **extra)) as session:
+        session.sql(f"VACUUM {table.sql} RETAIN {float(retention_hours)} HOURS").collect()
+    result["vacuum"] = _metrics(spark, table, "VACUUM END", after_version)
     result["safety_check_lowered"] = retention_hours < DELTA_SAFE_RETENTION_HOURS
     return result

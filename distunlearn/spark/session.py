@@ -1,12 +1,19 @@
-"""SparkSession with Delta Lake, for the console command, notebooks and spark-submit."""
+"""SparkSession with Delta Lake for the console command, notebooks and spark-submit, local or over Spark
+Connect; and the run-scoped session that carries the settings a run's Delta commands need."""
 from __future__ import annotations
 
-import functools
+import datetime as dt
+import logging
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
+
+from distunlearn.spark.classic import default_parallelism, is_connect, set_log_level, sibling_session
+
+log = logging.getLogger("distunlearn")
 
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -23,21 +30,33 @@ LOCAL_CONF = {
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
 }
 
+REMOTE_ENV = "SPARK_REMOTE"
 
-def get_session(app_name: str = "distunlearn", master: str | None = None, conf: dict | None = None) -> SparkSession:
+
+def get_session(app_name: str = "distunlearn", master: str | None = None, conf: dict | None = None,
+                remote: str | None = None, spark_log: str | None = None) -> SparkSession:
     """The active session if there is one (notebook, test), else a new one with Delta configured.
 
-    Under ``spark-submit`` the JVM already exists: Delta's jars must come from ``--packages`` or
-    ``spark.jars`` (see ``conf/spark-defaults.conf``). Otherwise the jars are resolved from Maven
-    Central (``spark.jars.packages``) unless ``spark.jars`` is given in ``conf`` for air-gapped hosts.
+    ``remote`` (or ``SPARK_REMOTE``), e.g. ``sc://host:15002``, connects to a Spark Connect server, which
+    must have Delta's SQL extension and ``DeltaCatalog``; ``conf`` then sets runtime SQL settings only.
+    Under ``spark-submit`` the JVM already exists: Delta's jars come from ``--packages`` or ``spark.jars``
+    (see ``conf/spark-defaults.conf``). Otherwise a local JVM is started with the jars resolved from Maven
+    Central (``spark.jars.packages``) unless ``spark.jars`` is given in ``conf`` for air-gapped hosts;
+    with ``spark_log`` its console output (Ivy, Spark's warnings) goes to that file.
     """
+    conf = dict(conf or {})
+    remote = remote or os.environ.get(REMOTE_ENV)
+    if remote:
+        session = SparkSession.builder.remote(remote).getOrCreate()
+        for key, value in conf.items():
+            session.conf.set(key, value)
+        return session
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     builder = SparkSession.builder.appName(app_name)
     for key, value in DELTA_CONF.items():
         builder = builder.config(key, value)
-    conf = dict(conf or {})
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: a local JVM of our own
         builder = builder.master(master or os.environ.get("DISTUNLEARN_MASTER", "local[*]"))
         for key, value in LOCAL_CONF.items():
@@ -48,34 +67,50 @@ def get_session(app_name: str = "distunlearn", master: str | None = None, conf: 
             builder = configure_spark_with_delta_pip(builder)
     for key, value in conf.items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(os.environ.get("DISTUNLEARN_SPARK_LOG_LEVEL", "ERROR"))
+    with _console_to(spark_log):
+        session = builder.getOrCreate()
+    set_log_level(session, os.environ.get("DISTUNLEARN_SPARK_LOG_LEVEL", "WARN" if spark_log else "ERROR"))
     return session
 
 
-# A broadcast join collects its smaller side on the driver. The jobs join row sets only (deleted ids,
-# request keys, manifests), and the driver never holds rows: their joins shuffle instead.
-NO_BROADCAST_JOINS = {"spark.sql.autoBroadcastJoinThreshold": "-1",
-                      "spark.sql.adaptive.autoBroadcastJoinThreshold": "-1"}
+def default_spark_log() -> str:
+    """A new log file for the JVM's console output: ``$DISTUNLEARN_LOG_DIR`` or ``<tmp>/distunlearn``."""
+    folder = os.environ.get("DISTUNLEARN_LOG_DIR") or os.path.join(tempfile.gettempdir(), "distunlearn")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"spark-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log")
 
 
-def without_broadcast_joins(fn):
-    """Run ``fn(spark, ...)`` with ``NO_BROADCAST_JOINS``; the session's own settings come back after."""
-
-    @functools.wraps(fn)
-    def run(spark: SparkSession, *args, **kwargs):
-        with session_conf(spark, NO_BROADCAST_JOINS):
-            return fn(spark, *args, **kwargs)
-
-    return run
+@contextmanager
+def _console_to(path: str | None):
+    """Point file descriptors 1 and 2 at ``path`` while the JVM starts: the JVM (and the Python workers it
+    starts later) keep writing there, while this process gets its own stdout and stderr back."""
+    if path is None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as target:
+        os.dup2(target.fileno(), 1)
+        os.dup2(target.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def cores(spark: SparkSession) -> int:
-    """Task slots of the cluster (``defaultParallelism``), or 2 where the session does not expose it."""
-    try:
-        return max(int(spark.sparkContext.defaultParallelism), 1)
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
-        return 2
+    """Task slots of the cluster; over Connect ``spark.default.parallelism`` if set, else 2."""
+    slots = default_parallelism(spark)
+    if slots is None:
+        try:
+            slots = int(spark.conf.get("spark.default.parallelism", "2"))
+        except (ValueError, Exception):  # noqa: BLE001
+            slots = 2
+    return max(slots, 1)
 
 
 @contextmanager
@@ -92,3 +127,26 @@ def session_conf(spark: SparkSession, conf: dict):
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, value)
+
+
+@contextmanager
+def run_session(spark: SparkSession, conf: dict):
+    """A session of its own for Delta commands that take settings only from the session (MERGE, REORG,
+    VACUUM): ``conf`` is set there, so nobody else using ``spark`` ever sees it. It shares the catalog,
+    the cluster and global temp views with ``spark``; it is closed after the block."""
+    try:
+        session = sibling_session(spark)
+    except Exception as exc:  # noqa: BLE001 - a client that cannot open a second session
+        log.warning("no separate session for the run's Delta settings (%s): setting them on the shared "
+                    "session for one command", exc)
+        with session_conf(spark, conf):
+            yield spark
+        return
+    for key, value in conf.items():
+        session.conf.set(key, value)
+    try:
+        yield session
+    finally:
+        if is_connect(session):
+            session.client.release_session()
+            session.client.close()

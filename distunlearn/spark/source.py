@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType
 
-from distunlearn.config import is_path
 from distunlearn.errors import DistunlearnError
+from distunlearn.spark.classic import num_partitions, plan_size_bytes
 from distunlearn.spark.session import cores
+from distunlearn.spark.table import TableRef, first_line
+
+# Joins of row sets (deleted ids, request keys) shuffle: a broadcast would collect them on the driver. A
+# hint travels with the query, so no session setting is changed.
+SHUFFLE_JOIN = "shuffle_merge"
 
 UNWANTED, RETAINED = 1, 2
 
@@ -29,39 +33,34 @@ def col(name: str) -> Column:
 
 @dataclass(frozen=True)
 class Source:
-    """The source rows as read at ``version`` (Delta) or as found (Parquet)."""
+    """The source rows: a table as read at ``version`` (Delta) or as found (Parquet), or a DataFrame
+    (``table`` None)."""
 
     name: str
     format: str
     df: DataFrame
     version: int | None
+    table: TableRef | None = None
 
     @classmethod
-    def read(cls, spark: SparkSession, name: str, fmt: str = "delta") -> "Source":
+    def read(cls, spark: SparkSession, data: "str | TableRef | DataFrame", fmt: str = "delta",
+             flag: str = "source") -> "Source":
+        """A DataFrame as it is, or a table read at its latest version (pinned for the whole run)."""
+        if isinstance(data, DataFrame):
+            return cls("<DataFrame>", "dataframe", coalesced(data), None)
+        table = data if isinstance(data, TableRef) else TableRef.parse(data)
         if fmt == "parquet":
-            if not os.path.exists(name) and is_path(name):
-                raise DistunlearnError(f"source not found: {name}")
+            if table.is_name:
+                raise DistunlearnError(f"--format parquet reads a path; {table.text} is a catalog name")
+            if not table.holds_data(spark):
+                raise DistunlearnError(f"{flag} not found: {table.text}")
             try:
-                return cls(name, fmt, coalesced(spark, spark.read.parquet(name)), None)
+                return cls(table.location, fmt, coalesced(table.read(spark, "parquet")), None, table)
             except Exception as exc:  # noqa: BLE001 - reported as one line
-                raise DistunlearnError(f"cannot read Parquet source {name}: {first_line(exc)}") from None
-        from delta.tables import DeltaTable
-
-        if is_path(name):
-            if "://" not in name and not os.path.exists(name):
-                raise DistunlearnError(f"source not found: {name}")
-            if not DeltaTable.isDeltaTable(spark, name):
-                raise DistunlearnError(f"source is not a Delta table: {name}")
-            table = DeltaTable.forPath(spark, name)
-        else:
-            try:
-                table = DeltaTable.forName(spark, name)
-            except Exception:  # noqa: BLE001
-                raise DistunlearnError(f"source table not found or not Delta: {name}") from None
-        version = int(table.history(1).select("version").first()[0])
-        reader = spark.read.format("delta").option("versionAsOf", version)
-        df = reader.load(name) if is_path(name) else reader.table(name)
-        return cls(name, fmt, coalesced(spark, df), version)
+                raise DistunlearnError(f"cannot read Parquet {flag} {table.text}: {first_line(exc)}") from None
+        table.require_delta(spark, flag)
+        version = table.latest_version(spark)
+        return cls(table.location, fmt, coalesced(table.read(spark, version=version)), version, table)
 
 
 def partition_target(cores: int, size_bytes: int | None) -> int:
@@ -72,35 +71,20 @@ def partition_target(cores: int, size_bytes: int | None) -> int:
     return max(TASKS_PER_CORE * max(cores, 1), math.ceil(size_bytes / PARTITION_BYTES))
 
 
-def coalesced(spark: SparkSession, df: DataFrame) -> DataFrame:
+def coalesced(df: DataFrame) -> DataFrame:
     """``df`` with its partitions coalesced to ``partition_target`` when it has more than twice as many.
 
     Coalescing merges neighbouring partitions in the same task without a shuffle: the rows, and so every
     statistic, score and deletion set, are the same; only the number of tasks (and of files the edited
     table is written in) drops. A source of a thousand mostly empty partitions then costs a few tasks
-    per pass instead of a thousand.
+    per pass instead of a thousand. Where the partition count is unknown (Spark Connect) the scan is
+    left as it is.
     """
-    try:
-        partitions = df.rdd.getNumPartitions()
-        target = partition_target(cores(spark), _size_in_bytes(df))
-    except Exception:  # noqa: BLE001 - a layout optimisation only: keep the scan as it is
+    partitions = num_partitions(df)
+    if partitions is None:
         return df
+    target = partition_target(cores(df.sparkSession), plan_size_bytes(df))
     return df.coalesce(target) if partitions > 2 * target else df
-
-
-def _size_in_bytes(df: DataFrame) -> int | None:
-    """The optimizer's size estimate of the scan (the files' bytes for Delta and Parquet), if known."""
-    try:
-        size = df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
-        size = size if isinstance(size, int) else int(size.toString())     # py4j may hand a Scala BigInt
-    except Exception:  # noqa: BLE001 - Spark Connect or another plan without statistics
-        return None
-    return None if size >= 2**63 - 1 else size
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def vector_as_array(df: DataFrame, vector_col: str) -> Column:
@@ -130,11 +114,12 @@ def predicate(df: DataFrame, sql: str, flag: str) -> Column:
     return F.coalesce(expr, F.lit(False))
 
 
-def read_requests(spark: SparkSession, path: str, key: str) -> DataFrame:
-    """Distinct non-null keys of a deletion-requests Delta table, as one column ``__request_key``."""
-    requests = Source.read(spark, path, "delta").df
+def read_requests(spark: SparkSession, data: "str | TableRef | DataFrame", key: str) -> DataFrame:
+    """Distinct non-null keys of a deletion-requests Delta table (or DataFrame), as one column
+    ``__request_key``."""
+    requests = Source.read(spark, data, "delta", flag="--requests").df
     if key not in requests.columns:
-        raise DistunlearnError(f"--requests table {path} has no column {key!r} (columns: {', '.join(requests.columns)})")
+        raise DistunlearnError(f"--requests has no column {key!r} (columns: {', '.join(requests.columns)})")
     return requests.select(col(key).alias("__request_key")).where(F.col("__request_key").isNotNull()).distinct()
 
 
@@ -158,7 +143,7 @@ def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, r
     domain = F.when(is_unwanted, F.lit(UNWANTED)).when(is_retained, F.lit(RETAINED))
     requested = F.lit(False)
     if requests is not None:
-        df = df.join(requests, col(key) == F.col("__request_key"), "left")
+        df = df.join(requests.hint(SHUFFLE_JOIN), col(key) == F.col("__request_key"), "left")
         requested = F.col("__request_key").isNotNull()
     label = []
     if label_col:

@@ -10,6 +10,7 @@ from pyspark.sql.pandas.types import to_arrow_type
 
 from distunlearn.core.moments import DomainMoments
 from distunlearn.errors import DistunlearnError
+from distunlearn.spark.classic import num_partitions
 from distunlearn.spark.source import RETAINED, UNWANTED
 from distunlearn.udfs.moments import SCHEMA, MomentsAccumulator, domain_scan, merge_moments
 
@@ -55,8 +56,10 @@ def domain_statistics(labelled: DataFrame, id_col: str, vector_col: str,
 
 def _merged(partials: DataFrame) -> MomentsAccumulator:
     """Per-partition moments and input counters merged into one accumulator: on the driver, after one
-    shuffle level on executors when there are more than ``DRIVER_PARTIALS`` partitions."""
-    if partials.rdd.getNumPartitions() > DRIVER_PARTIALS:
+    shuffle level on executors when there are more than ``DRIVER_PARTIALS`` partitions (or their number
+    is unknown, as over Spark Connect)."""
+    partitions = num_partitions(partials)
+    if partitions is None or partitions > DRIVER_PARTIALS:
         partials = partials.repartition(DRIVER_PARTIALS).mapInArrow(merge_moments, SCHEMA)
     acc = MomentsAccumulator()
     for row in partials.collect():

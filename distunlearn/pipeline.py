@@ -1,0 +1,84 @@
+"""The one pipeline of every command: read -> label -> statistics -> model -> score -> order.
+
+``unlearn`` stops at each rule's smallest budget and writes; ``evaluate`` samples the curves of the same
+orderings; ``verify`` reruns the first three steps on the table as it is now.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+
+from distunlearn.core.gaussian import PooledGaussian
+from distunlearn.core.selection import EditedKL
+from distunlearn.progress import phase
+from distunlearn.spark.ordering import RuleOrdering, score_unwanted
+from distunlearn.spark.source import Source, labelled_rows
+from distunlearn.spark.statistics import DomainStatistics, domain_statistics
+
+
+@dataclass(frozen=True)
+class Domains:
+    """Which column is the id and the vector, and which rows are unwanted and retained (SQL predicates)."""
+
+    id_col: str
+    vector_col: str
+    unwanted: str
+    retained: str | None = None
+
+    @classmethod
+    def of(cls, config) -> "Domains":
+        return cls(config.id_col, config.vector_col, config.unwanted, config.retained)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The source and its rows as (id, domain, vec, requested[, label])."""
+
+    source: Source
+    rows: DataFrame
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Domain statistics, the pooled Gaussian model and its edited-KL calculator."""
+
+    stats: DomainStatistics
+    model: PooledGaussian
+    kl: EditedKL
+
+
+def read_labelled(spark: SparkSession, data, fmt: str, domains: Domains, requests: DataFrame | None = None,
+                  request_key: str | None = None, label_col: str | None = None) -> Labelled:
+    """Read the source (a table pinned at its latest version, or a DataFrame) and label its rows."""
+    source = Source.read(spark, data, fmt)
+    return Labelled(source, labelled_rows(source, domains.id_col, domains.vector_col, domains.unwanted,
+                                          domains.retained, requests, request_key, label_col))
+
+
+def statistics(rows: DataFrame, domains: Domains, keep_unwanted: bool) -> DomainStatistics:
+    """One pass: both domains' moments, the input checks and (``keep_unwanted``) the rows to score."""
+    with phase("statistics pass") as detail:
+        stats = domain_statistics(rows, domains.id_col, domains.vector_col, keep_unwanted=keep_unwanted)
+        detail.update(unwanted=stats.unwanted.n, retained=stats.retained.n, dims=stats.unwanted.dim)
+    return stats
+
+
+def fit(rows: DataFrame, domains: Domains, ridge: float) -> Fitted:
+    """The statistics pass (keeping the unwanted rows for scoring), then the model."""
+    stats = statistics(rows, domains, keep_unwanted=True)
+    model = PooledGaussian.fit(stats.unwanted, stats.retained, ridge)
+    return Fitted(stats, model, EditedKL.from_model(model))
+
+
+def score(fitted: Fitted, rules: tuple[str, ...], seed: int) -> DataFrame:
+    """Every rule's score of every kept unwanted row, computed once and frozen."""
+    with phase("scoring pass") as detail:
+        scored = score_unwanted(fitted.stats.unwanted_rows, fitted.model, rules, seed)
+        detail.update(rules=len(rules))
+    return scored
+
+
+def order(scored: DataFrame, rule: str, fitted: Fitted, chunks: int | None) -> RuleOrdering:
+    """One rule's deletion order in chunks of consecutive ranks."""
+    return RuleOrdering(scored, rule, fitted.model.n1, fitted.model.dim, chunks)
