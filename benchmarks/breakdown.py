@@ -70,7 +70,8 @@ def main() -> None:
     from distunlearn.core.gaussian import PooledGaussian
     from distunlearn.core.selection import EditedKL, Removed, Thresholds
     from distunlearn.spark.ordering import RuleOrdering, score_unwanted
-    from distunlearn.spark.session import NO_BROADCAST_JOINS, get_session
+    from distunlearn.spark.delta_writer import NO_BROADCAST_JOINS
+    from distunlearn.spark.session import get_session
     from distunlearn.spark.source import Source, labelled_rows
     from distunlearn.spark.statistics import _has_duplicates, domain_statistics
 
@@ -137,6 +138,7 @@ def main() -> None:
     import tempfile
 
     from distunlearn.spark.delta_writer import merge_delete, write_edited
+    from distunlearn.spark.table import TableRef
 
     deleted = ordering.deleted(choice.deleted).select("id")
     source_df = Source.read(spark, args.table).df
@@ -145,14 +147,14 @@ def main() -> None:
 
     def edited(ids):
         path = scratch / f"edited_{next(counter)}"
-        return write_edited(spark, source_df, ids, "id", str(path), "breakdown")
+        return write_edited(spark, source_df, ids, "id", TableRef.parse(path), "breakdown")
 
     def merged(ids):
         copy = scratch / f"dv_{next(counter)}"
         shutil.copytree(args.table, copy)
         spark.sql(f"ALTER TABLE delta.`{copy}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
         start = time.perf_counter()
-        merge_delete(spark, str(copy), ids, "id", "breakdown")
+        merge_delete(spark, TableRef.parse(copy), ids, "id", "breakdown")
         return time.perf_counter() - start
 
     record_group({"job: write_edited (left-anti shuffle join)": lambda: edited(deleted),

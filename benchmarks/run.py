@@ -322,6 +322,7 @@ class SparkProbe:
     def measure(self, name: str, fn) -> dict:
         """Run ``fn`` once as measurement ``name``; wall time, phases, Spark metrics, memory peaks."""
         import distunlearn.job as job
+        import distunlearn.pipeline as pipeline
 
         log(f"measuring {name} ...")
         self.measurement, self.phases = name, []
@@ -330,13 +331,13 @@ class SparkProbe:
         read0 = self.fs_bytes_read()
         original = job.phase
         with self.phase_wrapper(original) as wrapped:
-            job.phase = wrapped
+            job.phase = pipeline.phase = wrapped
             start = time.perf_counter()
             try:
                 result = fn()
             finally:
                 seconds = time.perf_counter() - start
-                job.phase = original
+                job.phase = pipeline.phase = original
         memory = self.sampler.take()
         memory["jvm_live_heap_after_gc_mib"] = self.live_heap_mib()
         fs_read = self.fs_bytes_read() - read0

@@ -30,7 +30,10 @@ def configured() -> bool:
 def _dataset(cls, path: str, version):
     from openlineage.client.generated.dataset_version_dataset import DatasetVersionDatasetFacet
 
-    namespace, _, name = path.partition("://") if "://" in path else ("file", "", os.path.abspath(path))
+    if "://" in path:
+        namespace, _, name = path.partition("://")
+    else:  # an absolute path (as the job resolves every path), or a catalog table's name
+        namespace, name = ("file", path) if path.startswith("/") else ("spark_catalog", path)
     facets = {} if version is None else {"version": DatasetVersionDatasetFacet(datasetVersion=str(version))}
     return cls(namespace=namespace, name=name, facets=facets)
 

@@ -1,4 +1,5 @@
-"""The reliability summary (``docs/reliability.md``), written by the test suite itself.
+"""The reliability summary (``docs/reliability.md``), written by the test suite itself when asked
+(``make reliability`` sets ``DISTUNLEARN_RELIABILITY_REPORT``), so that ``make test`` leaves the checkout as it was.
 
 Tests that try bad input or inject a fault carry ``@pytest.mark.reliability(CATEGORY)`` and call
 ``record(case, outcome, rows_checked=..., rows_lost=...)`` once per input tried or fault injected, with
@@ -10,6 +11,7 @@ deselected) and every marked test passed having recorded its cases; any narrower
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import re
 import subprocess
@@ -22,7 +24,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUT = REPO / "docs" / "reliability.md"
+OUTPUT = Path(os.environ["DISTUNLEARN_RELIABILITY_REPORT"]) if os.environ.get("DISTUNLEARN_RELIABILITY_REPORT") \
+    else None
 
 # category -> (kind of case, what one case is)
 CATEGORIES = {
@@ -94,17 +97,17 @@ class ReliabilityLog:
 
     def pytest_sessionfinish(self, session, exitstatus):
         missing = set(CATEGORIES) - set(self.marked.values())
-        if missing or self.deselected or not self.marked:
+        if OUTPUT is None or missing or self.deselected or not self.marked:
             return                                          # a partial run: leave the summary alone
         failed = sorted(set(self.marked) - self.passed)
         lost = [c for c in self.cases if c.rows_lost]
         if failed or lost:
-            self._say(f"docs/reliability.md not written: {len(failed)} reliability test(s) did not pass, "
+            self._say(f"{OUTPUT} not written: {len(failed)} reliability test(s) did not pass, "
                       f"{len(lost)} case(s) lost rows")
             return
         OUTPUT.parent.mkdir(parents=True, exist_ok=True)
         OUTPUT.write_text(self.markdown(time.monotonic() - self.started))
-        self._say(f"docs/reliability.md written: {len(self.cases)} cases, rows lost 0")
+        self._say(f"{OUTPUT} written: {len(self.cases)} cases, rows lost 0")
 
     def _say(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

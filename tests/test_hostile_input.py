@@ -357,7 +357,8 @@ def test_killed_python_worker_is_retried_and_gives_the_same_set(spark, capsys, t
     output = tmp_path / "killed"
     args = [sys.executable, "-m", "distunlearn", "unlearn", "--source", source, "--unwanted", UNWANTED,
             "--retained", RETAINED, "--rule", "likelihood_ratio", "--output", str(output),
-            *SMALL_DRIVER_FLAGS, "--master", "local[2,4]"]               # up to 4 attempts per task
+            *SMALL_DRIVER_FLAGS, "--master", "local[2,4]",               # up to 4 attempts per task
+            "--verbose"]                                                   # Spark's warnings on stderr
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, DISTUNLEARN_SPARK_LOG_LEVEL="WARN")
     env.pop("PYSPARK_GATEWAY_PORT", None)
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -143,10 +143,10 @@ class TableRef:
         """DESCRIBE DETAIL of the Delta table, or one clear error naming ``flag``."""
         detail = self.detail(spark)
         if detail is None and self.is_name:
-            raise DistunlearnError(f"{flag} table {self.text} not found in the catalog")
+            hint = "" if "." in self.text else f" (a word without '/' is a catalog name: write ./{self.text} for a folder)"
+            raise DistunlearnError(f"{flag} not found in the catalog: {self.text}{hint}")
         if detail is None and not self.holds_data(spark):
-            hint = " (a word without '/' is a catalog name: write ./name for a folder)" if self.is_name else ""
-            raise DistunlearnError(f"{flag} {self.text} not found{hint}")
+            raise DistunlearnError(f"{flag} not found: {self.text}")
         if detail is None or str(detail.get("format", "")).lower() != "delta":
             why = f" ({detail['error']})" if detail and detail.get("error") else ""
             raise DistunlearnError(f"{flag} {self.text} is not a Delta table{why}")
