@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from distunlearn.config import EvaluateConfig, UnlearnConfig
 from distunlearn.core.curves import budget_grid
+from distunlearn.errors import InfeasibleError
 from distunlearn.job import UnlearnPlan, plan_unlearning, run_unlearn
 from distunlearn.report import build_report, summary
 
@@ -125,6 +126,8 @@ class Plan:
 
     def deletion_set(self) -> DataFrame:
         """The rows the plan deletes (``run_id, id, reason, rule, score, rank``), as a DataFrame."""
+        if not self.feasible:
+            raise InfeasibleError(self._planned.infeasible_message())
         return self._planned.manifest(None)
 
     def curves(self, points: int = 101) -> dict[str, dict]:
