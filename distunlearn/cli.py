@@ -30,12 +30,12 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ridge", type=float, help="ridge lambda: adds lambda*trace(Sigma)/d*I (default 1e-6)")
     p.add_argument("--order-chunks", type=int, help="chunks of the ordered unwanted rows (default: by size)")
     p.add_argument("--report", help="path of the JSON report")
-    p.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
     add_session_arguments(p)
 
 
 def add_session_arguments(p: argparse.ArgumentParser) -> None:
     """Where Spark runs and how much the command says."""
+    p.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
     p.add_argument("--master", help="Spark master when not under spark-submit (default local[*])")
     p.add_argument("--remote", help="Spark Connect endpoint, e.g. sc://host:15002 (default $SPARK_REMOTE)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -89,11 +89,16 @@ def config_from_args(args: argparse.Namespace, cls=UnlearnConfig):
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("command", "config", "spark_conf", "master", "remote", "quiet", "verbose", "spark_log", "lakehouse")}
     if args.spark_conf:
-        pairs = [item.split("=", 1) for item in args.spark_conf]
-        if any(len(pair) != 2 for pair in pairs):
-            raise DistunlearnError("--spark-conf takes KEY=VALUE")
-        overrides["spark_conf"] = dict(pairs)
+        overrides["spark_conf"] = spark_conf(args)
     return cls.load(args.config, **overrides)
+
+
+def spark_conf(args: argparse.Namespace) -> dict:
+    """``--spark-conf KEY=VALUE`` flags as a dict."""
+    pairs = [item.split("=", 1) for item in getattr(args, "spark_conf", None) or []]
+    if any(len(pair) != 2 for pair in pairs):
+        raise DistunlearnError("--spark-conf takes KEY=VALUE")
+    return dict(pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         from distunlearn.job import run_unlearn
         from distunlearn.report import summary
 
-        report = run_unlearn(session(args, config.spark_conf), config)
+        report = run_unlearn(session(args, config.spark_conf, config), config)
         print(summary(report))
         return 0
     except InfeasibleError as exc:
@@ -171,7 +176,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from distunlearn.evaluate import evaluate, summary
 
     config = config_from_args(args, EvaluateConfig)
-    print(summary(evaluate(session(args, config.spark_conf), config)))
+    print(summary(evaluate(session(args, config.spark_conf, config), config)))
     return 0
 
 
@@ -180,7 +185,7 @@ def _verify(args: argparse.Namespace) -> int:
     from distunlearn.verify import verify_run
 
     key = os.environ.get(HASH_KEY_ENV)
-    checks = verify_run(session(args), args.source, args.run_id, args.ledger, args.manifest,
+    checks = verify_run(session(args, spark_conf(args)), args.source, args.run_id, args.ledger, args.manifest,
                         key.encode() if key else None, id_col=args.id_col, vector_col=args.vector_col,
                         unwanted=args.unwanted, retained=args.retained)
     for check in checks:
@@ -207,12 +212,17 @@ def _start_spark(args: argparse.Namespace) -> None:
         logging.getLogger("distunlearn").info("Spark's own output: %s", args.spark_log)
 
 
-def session(args: argparse.Namespace, conf: dict | None = None):
-    """The command's Spark session (``--master``, ``--remote``, ``--spark-conf``)."""
-    from distunlearn.spark.session import get_session
+TABLE_FIELDS = ("source", "output", "manifest", "ledger", "requests")
 
+
+def session(args: argparse.Namespace, conf: dict | None = None, config=None):
+    """The command's Spark session (``--master``, ``--remote``, ``--spark-conf``); a local one gets the
+    file system packages of the object stores its tables live on (``s3a://``, ``abfss://``, ``gs://``)."""
+    from distunlearn.spark.session import get_session, object_store_packages
+
+    tables = [getattr(config if config is not None else args, f, None) for f in TABLE_FIELDS]
     return get_session(master=getattr(args, "master", None), conf=conf, remote=getattr(args, "remote", None),
-                       spark_log=getattr(args, "spark_log", None))
+                       spark_log=getattr(args, "spark_log", None), packages=object_store_packages(*tables))
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -244,6 +254,6 @@ def _prepare_demo(args: argparse.Namespace) -> None:
         elif stale.exists():
             stale.unlink()
     if not table.exists():
-        spark = session(args)
+        spark = session(args, spark_conf(args))
         logging.getLogger("distunlearn").info("creating demo table %s", table)
         spark.createDataFrame(demo_table()).repartition(4).write.format("delta").save(str(table))

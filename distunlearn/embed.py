@@ -93,10 +93,10 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``embed`` and print one summary line; exit code 0 (errors raise ``DistunlearnError``)."""
-    from distunlearn.cli import session
+    from distunlearn.cli import session, spark_conf
     from distunlearn.udfs.embedding import DIM
 
-    rows = embed_table(session(args), args.source, args.text_col, args.output,
+    rows = embed_table(session(args, spark_conf(args)), args.source, args.text_col, args.output,
                        args.vector_col, args.format)
     print(f"embedded {rows:,} rows of {args.source} into {args.output} (column {args.vector_col}, {DIM} floats)")
     return 0

@@ -21,7 +21,8 @@ from distunlearn.lineage import Lineage
 from distunlearn.pipeline import Domains, fit, order, read_labelled, score
 from distunlearn.progress import phase
 from distunlearn.spark.delta_writer import (check_manifest, check_targets, committed_version, manifest_rows,
-                                            merge_delete, replace_run_rows, write_edited)
+                                            merge_delete, replace_run_rows, warn_if_unsafe_s3_writes,
+                                            write_edited)
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.ordering import RuleOrdering
 from distunlearn.spark.purge import purge
@@ -185,6 +186,7 @@ def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledge
             raise InfeasibleError(plan.infeasible_message(), report=build_report(plan))
         if config.dry_run:
             return build_report(plan)
+        warn_if_unsafe_s3_writes(spark, target, config.manifest_table, config.ledger_table)
         check_manifest(spark, config.manifest_table,
                        StringType() if config.hash_ids else plan.requested.schema["id"].dataType)
         report = build_report(plan)

@@ -17,7 +17,7 @@ from distunlearn.errors import DistunlearnError
 from distunlearn.pipeline import Domains, read_labelled, statistics
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.source import SHUFFLE_JOIN
-from distunlearn.spark.table import TableRef, table_files
+from distunlearn.spark.table import TableRef, first_line, table_files
 
 TOLERANCE = 1e-9
 
@@ -50,7 +50,8 @@ def verify_run(spark: SparkSession, source, run_id: str, ledger=None, manifest=N
     manifest = TableRef.parse(manifest or report["manifest"])
     checks.append(_absent_ids(spark, labelled.rows, manifest, run_id, report.get("hash_ids"), hash_key))
     if report.get("purge") and report.get("in_place"):
-        checks.append(_purged_files(spark, table, report["source_version_written"]))
+        checks.append(_purged_files(spark, table, report["source_version_written"],
+                                    report["deleted"] + report["deleted_requested"]))
     return checks
 
 
@@ -84,17 +85,27 @@ def _absent_ids(spark, labelled, manifest: TableRef, run_id: str, hashed: bool, 
                  f"{remaining} of the run's {total} deleted {'id hashes' if hashed else 'ids'} are still in the table")
 
 
-def _purged_files(spark: SparkSession, table: TableRef, merge_version: int) -> Check:
+def _purged_files(spark: SparkSession, table: TableRef, merge_version: int, deleted_rows: int) -> Check:
     """Every data or change-data file removed or written by the run's commits is gone from storage: the
-    log is read and the storage listed through Spark, so any file system Spark reaches is checked."""
+    log is read and the storage listed through Spark, so any file system Spark reaches is checked. A
+    check that cannot look fails, saying why; so does one that finds no file to look for."""
     location = table.require_delta(spark, "--source")["location"]
-    commits = spark.read.text(location.rstrip("/") + "/_delta_log/*.json").select(
-        F.regexp_extract(F.input_file_name(), r"(\d+)\.json$", 1).cast("long").alias("version"),
-        F.get_json_object("value", "$.remove.path").alias("removed"),
-        F.get_json_object("value", "$.cdc.path").alias("cdc")).where(F.col("version") >= merge_version)
-    rows = commits.where(F.col("removed").isNotNull() | (F.col("cdc").isNotNull()
-                                                         & (F.col("version") == merge_version))).collect()
-    files = {unquote(r["removed"] or r["cdc"]) for r in rows}
-    left = files & table_files(spark, location)
+    try:
+        commits = spark.read.text(location.rstrip("/") + "/_delta_log/*.json").select(
+            F.regexp_extract(F.input_file_name(), r"(\d+)\.json$", 1).cast("long").alias("version"),
+            F.get_json_object("value", "$.remove.path").alias("removed"),
+            F.get_json_object("value", "$.cdc.path").alias("cdc")).where(F.col("version") >= merge_version)
+        rows = commits.where(F.col("removed").isNotNull() | (F.col("cdc").isNotNull()
+                                                             & (F.col("version") == merge_version))).collect()
+        files = {unquote(r["removed"] or r["cdc"]) for r in rows}
+        stored = table_files(spark, location)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot look must not pass
+        return Check("purged files gone", False, f"UNKNOWN: cannot read the log or list {location}: {first_line(exc)}")
+    if not files and deleted_rows == 0:
+        return Check("purged files gone", True, "the run deleted no row: no file held a deleted row")
+    if not files:
+        return Check("purged files gone", False, f"UNKNOWN: the log of {location} names no file removed or "
+                                                 f"written by the run's commits from version {merge_version}")
+    left = files & stored
     return Check("purged files gone", not left,
                  f"{len(left)} of {len(files)} files removed or written by the run's commits are still on storage")

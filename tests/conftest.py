@@ -10,7 +10,8 @@ import pytest
 import reliability
 from cluster import C1_ONLY
 from connect_server import ConnectServer, hive_conf
-from distunlearn.spark.session import get_session
+from distunlearn.spark.session import get_session, object_store_packages
+from s3_server import S3Server
 
 
 def pytest_configure(config):
@@ -29,10 +30,19 @@ SMALL_DRIVER_FLAGS = ["--master", "local[2]", "--spark-conf", "spark.sql.shuffle
 
 
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory):
-    """The suite's classic session, with Spark's own Hive metastore (embedded Derby) in a temp folder."""
+def s3_server():
+    """A real S3-API server (moto in server mode) on 127.0.0.1 for the whole suite."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory, s3_server):
+    """The suite's classic session, with Spark's own Hive metastore (embedded Derby) in a temp folder and
+    Hadoop's S3A file system pointed at ``s3_server``."""
     metastore = tmp_path_factory.mktemp("metastore")
-    session = get_session("distunlearn-tests", master="local[2]", conf={
+    session = get_session("distunlearn-tests", master="local[2]", packages=object_store_packages("s3a://"), conf={
+        **s3_server.spark_conf(),
         "spark.sql.shuffle.partitions": "4",
         "spark.default.parallelism": "4",
         "spark.ui.enabled": "false",

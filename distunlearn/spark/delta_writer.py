@@ -7,6 +7,7 @@ session.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 
@@ -19,6 +20,7 @@ from distunlearn.spark.session import run_session
 from distunlearn.spark.source import SHUFFLE_JOIN, col
 from distunlearn.spark.table import TableRef
 
+log = logging.getLogger("distunlearn")
 MANIFEST_COLUMNS = ("run_id", "id", "reason", "rule", "score", "rank")
 # A broadcast join collects its smaller side on the driver: the run's own session never broadcasts the
 # row sets it joins (Delta's MERGE plans its join itself, so a hint cannot reach it).
@@ -57,6 +59,20 @@ def check_targets(spark: SparkSession, source: TableRef | None, output: TableRef
         raise DistunlearnError("--manifest must be a table of its own, not the source or the output table")
     if report and not os.path.isdir(os.path.dirname(os.path.abspath(report))):
         raise DistunlearnError(f"--report {report}: folder {os.path.dirname(report) or '.'} does not exist")
+
+
+def warn_if_unsafe_s3_writes(spark: SparkSession, *tables: TableRef | None) -> bool:
+    """Delta on S3 without a DynamoDB log store is safe for one writing cluster at a time: say so when the
+    run writes to ``s3a://`` or ``s3://`` without one. Returns whether it warned."""
+    on_s3 = [t for t in tables if t is not None and t.location.lower().startswith(("s3a://", "s3://"))]
+    if not on_s3:
+        return False
+    store = " ".join(str(spark.conf.get(f"spark.delta.logStore.{scheme}.impl", "") or "") for scheme in ("s3a", "s3"))
+    if "DynamoDB" in store:
+        return False
+    log.warning("writing Delta tables on S3 (%s) without a DynamoDB log store: safe only while no other cluster "
+                "writes to them; see README 'Object stores'", ", ".join(t.text for t in on_s3))
+    return True
 
 
 def check_manifest(spark: SparkSession, manifest: TableRef, id_type: DataType) -> None:

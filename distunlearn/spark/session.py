@@ -32,17 +32,34 @@ LOCAL_CONF = {
 
 REMOTE_ENV = "SPARK_REMOTE"
 
+# Hadoop's file system for each object-store scheme, matching the pip pyspark's Hadoop 3.4.1 (Maven Central).
+# A local session gets the package of every scheme its tables use; clusters configure their own.
+OBJECT_STORE_PACKAGES = {
+    "s3a": "org.apache.hadoop:hadoop-aws:3.4.1",
+    "abfs": "org.apache.hadoop:hadoop-azure:3.4.1",
+    "abfss": "org.apache.hadoop:hadoop-azure:3.4.1",
+    "gs": "com.google.cloud.bigdataoss:gcs-connector:hadoop3-2.2.25",
+}
+
+
+def object_store_packages(*locations: str | None) -> list[str]:
+    """The Maven packages of the object-store schemes among ``locations`` (paths, URIs or names)."""
+    schemes = {loc.split("://", 1)[0].lower() for loc in locations if isinstance(loc, str) and "://" in loc}
+    return sorted({OBJECT_STORE_PACKAGES[s] for s in schemes if s in OBJECT_STORE_PACKAGES})
+
 
 def get_session(app_name: str = "distunlearn", master: str | None = None, conf: dict | None = None,
-                remote: str | None = None, spark_log: str | None = None) -> SparkSession:
+                remote: str | None = None, spark_log: str | None = None,
+                packages: list[str] | None = None) -> SparkSession:
     """The active session if there is one (notebook, test), else a new one with Delta configured.
 
     ``remote`` (or ``SPARK_REMOTE``), e.g. ``sc://host:15002``, connects to a Spark Connect server, which
     must have Delta's SQL extension and ``DeltaCatalog``; ``conf`` then sets runtime SQL settings only.
     Under ``spark-submit`` the JVM already exists: Delta's jars come from ``--packages`` or ``spark.jars``
     (see ``conf/spark-defaults.conf``). Otherwise a local JVM is started with the jars resolved from Maven
-    Central (``spark.jars.packages``) unless ``spark.jars`` is given in ``conf`` for air-gapped hosts;
-    with ``spark_log`` its console output (Ivy, Spark's warnings) goes to that file.
+    Central (``spark.jars.packages``, with ``packages`` such as ``object_store_packages``) unless
+    ``spark.jars`` is given in ``conf`` for air-gapped hosts; with ``spark_log`` its console output (Ivy,
+    Spark's warnings) goes to that file.
     """
     conf = dict(conf or {})
     remote = remote or os.environ.get(REMOTE_ENV)
@@ -64,7 +81,9 @@ def get_session(app_name: str = "distunlearn", master: str | None = None, conf: 
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import this very installation
         if "spark.jars" not in conf:
             from delta import configure_spark_with_delta_pip
-            builder = configure_spark_with_delta_pip(builder)
+
+            extra = [p for p in conf.pop("spark.jars.packages", "").split(",") if p] + list(packages or [])
+            builder = configure_spark_with_delta_pip(builder, extra_packages=extra or None)
     for key, value in conf.items():
         builder = builder.config(key, value)
     with _console_to(spark_log):

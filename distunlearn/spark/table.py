@@ -218,17 +218,29 @@ def _storage(ref: TableRef, spark: SparkSession) -> str | None:
     return TableRef.parse(location).location if location else None
 
 
+class StorageUnreadable(DistunlearnError):
+    """Spark could not list or read a table's storage (no access, unknown scheme, missing connector)."""
+
+
+def _missing(exc: BaseException) -> bool:
+    text = str(exc)
+    return "PATH_NOT_FOUND" in text or "does not exist" in text.lower()
+
+
 def table_files(spark: SparkSession, location: str) -> set[str]:
     """Data files under a table's location and its ``_change_data`` folder, as paths relative to it,
-    listed through Spark's file system (any scheme Spark reaches)."""
+    listed through Spark's file system (any scheme Spark reaches). Raises ``StorageUnreadable`` when the
+    location cannot be listed; a missing ``_change_data`` folder is no error."""
     root = location.rstrip("/")
     found: set[str] = set()
     for folder in (root, root + "/_change_data"):
         try:
             paths = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(folder) \
                 .select(F.col("path")).collect()
-        except Exception:  # noqa: BLE001 - the folder does not exist
-            continue
+        except Exception as exc:  # noqa: BLE001 - examined below
+            if folder != root and _missing(exc):
+                continue
+            raise StorageUnreadable(f"cannot list {folder}: {first_line(exc)}") from None
         found.update(_relative(r["path"], root) for r in paths)
     return found
 
