@@ -13,14 +13,12 @@ from pyspark.sql.types import StringType, StructField, StructType
 from distunlearn.config import LEDGER_NAME
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.moments import DomainMoments
+from distunlearn.core.selection import Thresholds
 from distunlearn.errors import DistunlearnError
 from distunlearn.pipeline import Domains, read_labelled, statistics
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.source import SHUFFLE_JOIN
 from distunlearn.spark.table import TableRef, first_line, table_files
-
-TOLERANCE = 1e-9
-
 
 @dataclass(frozen=True)
 class Check:
@@ -62,10 +60,11 @@ def _kl_checks(model: dict, report: dict, unwanted: DomainMoments, retained: Dom
     edited = unwanted.merge(retained)
     removal, preservation = run_model.kl(run_model.mu1, edited.mean), run_model.kl(run_model.mu2, edited.mean)
     alpha, epsilon = report["alpha"], report["epsilon"]
+    thresholds = Thresholds(alpha, epsilon)
     return [
-        Check("removal", removal >= alpha * (1 - TOLERANCE),
+        Check("removal", bool(thresholds.removal_met(removal)),
               f"KL(p1||p_f) = {removal:.6g} nats, alpha = {alpha:.6g} ({edited.n:,} rows in the domains now)"),
-        Check("preservation", preservation <= epsilon * (1 + TOLERANCE) + TOLERANCE,
+        Check("preservation", bool(thresholds.preservation_met(preservation)),
               f"KL(p2||p_f) = {preservation:.6g} nats, epsilon = {epsilon:.6g}"),
     ]
 

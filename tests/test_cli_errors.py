@@ -217,6 +217,8 @@ def test_valid_table_succeeds(spark, capsys, tmp_path, valid_source):
     pytest.param(string_vectors, ("'embedding'", "string"), id="vector-of-type-string"),
     pytest.param(mutated(set_element(2, 1, math.nan)), ("NaN", "'embedding'", "1 row(s)"), id="nan-in-vector"),
     pytest.param(mutated(set_element(9, 0, math.inf)), ("Inf", "'embedding'", "1 row(s)"), id="inf-in-vector"),
+    pytest.param(mutated(set_element(5, 1, 1e200)), ("too large", "'embedding'", "1e+200", "id 105", "rescale"),
+                 id="value-whose-square-overflows"),
     pytest.param(mutated(lambda rows: rows[4][2].append(0.5)), ("ragged", "from 3 to 4"), id="ragged-vectors"),
     pytest.param(mutated(lambda rows: [[i, t, []] for i, t, _ in rows]), ("zero-length", "'embedding'"),
                  id="zero-length-vectors"),

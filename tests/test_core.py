@@ -185,3 +185,19 @@ def test_requested_rows_count_as_already_removed():
         if reference.kl(x1.mean(0), m_f, sigma) >= th.alpha and reference.kl(x2.mean(0), m_f, sigma) <= th.epsilon:
             break
     assert choice.deleted == f and sorted(candidates[deleted]) == sorted(order[:f])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_full_removal_target_at_epsilon_zero_deletes_the_whole_domain(seed):
+    """alpha_rel 1 is kappa, which full removal reaches only up to rounding; epsilon 0 is met by full
+    removal's KL(p2||p_f) = 0 up to rounding: one tolerance policy makes it feasible, at f = n1."""
+    x1, x2 = gaussian_domains(30 + seed, 90, 4, shift=0.5, seed=seed, offset=1e3 * seed)
+    model = fit(x1, x2)
+    kl = EditedKL.from_model(model)
+    th = Thresholds.resolve(kl, alpha_rel=1.0, epsilon=0.0)
+    ids = np.arange(len(x1))
+    for rule in ("likelihood_ratio", "distance_to_retained"):
+        choice, deleted = select_smallest_budget(rule, model, th, model.whiten(x1),
+                                                 score_rows(rule, model, x1, model.whiten(x1), None), ids)
+        assert choice.deleted == len(x1) and sorted(deleted) == list(ids)
+        assert th.met(choice.removal, choice.preservation)

@@ -9,7 +9,11 @@ from distunlearn.core.moments import DomainMoments
 from distunlearn.udfs.vectors import list_lengths, to_matrix
 
 SCHEMA = ("domain int, n long, mean array<double>, m2 array<double>, "
-          "null_ids long, null_vectors long, nonfinite long, min_dim int, max_dim int")
+          "null_ids long, null_vectors long, nonfinite long, min_dim int, max_dim int, "
+          "too_large long, largest double, example_id string")
+
+# A value whose square (summed over rows) could overflow float64 moments: sqrt(max float64) is 1.3e154.
+TOO_LARGE = 1e150
 
 _NO_DIM_MIN, _NO_DIM_MAX = 2**31 - 1, -1
 
@@ -19,19 +23,22 @@ class MomentsAccumulator:
 
     def __init__(self):
         self.moments: dict[int, DomainMoments] = {}
-        self.null_ids = self.null_vectors = self.nonfinite = 0
+        self.null_ids = self.null_vectors = self.nonfinite = self.too_large = 0
         self.min_dim, self.max_dim = _NO_DIM_MIN, _NO_DIM_MAX
+        self.largest = 0.0
+        self.example_id: str | None = None   # one row with a too-large value, to name in the error
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
         """Add a batch of columns (id, domain, vec)."""
         self.null_ids += batch.column("id").null_count
         domain = batch.column("domain").fill_null(0).to_numpy(zero_copy_only=False)
-        vectors = batch.column("vec")
+        vectors, ids = batch.column("vec"), batch.column("id")
         if not (domain > 0).all():
             picked = np.flatnonzero(domain > 0)
             if not len(picked):
                 return
-            vectors, domain = vectors.take(pa.array(picked)), domain[picked]
+            picked = pa.array(picked)
+            vectors, ids, domain = vectors.take(picked), ids.take(picked), domain[picked.to_numpy()]
         lengths = list_lengths(vectors)
         null_rows = lengths < 0
         self.null_vectors += int(null_rows.sum())
@@ -45,6 +52,14 @@ class MomentsAccumulator:
         self.nonfinite += int((~finite).sum())
         if not finite.all():
             return
+        peak = np.abs(x).max(axis=1)
+        large = peak > TOO_LARGE
+        if large.any():
+            self.too_large += int(large.sum())
+            self.largest = max(self.largest, float(peak.max()))
+            if self.example_id is None:
+                self.example_id = str(ids[int(np.flatnonzero(large)[0])].as_py())
+            return
         for label in (1, 2):
             rows = x[domain == label]
             if len(rows):
@@ -55,6 +70,9 @@ class MomentsAccumulator:
         self.null_ids += row["null_ids"]
         self.null_vectors += row["null_vectors"]
         self.nonfinite += row["nonfinite"]
+        self.too_large += row["too_large"]
+        self.largest = max(self.largest, row["largest"])
+        self.example_id = self.example_id or row["example_id"]
         self.min_dim, self.max_dim = min(self.min_dim, row["min_dim"]), max(self.max_dim, row["max_dim"])
         label = row["domain"]
         dim = len(row["mean"])
@@ -66,9 +84,11 @@ class MomentsAccumulator:
             self.moments[label] = self.moments[label].merge(part) if label in self.moments else part
 
     def to_batch(self) -> pa.RecordBatch:
-        neutral = dict(null_ids=0, null_vectors=0, nonfinite=0, min_dim=_NO_DIM_MIN, max_dim=_NO_DIM_MAX)
+        neutral = dict(null_ids=0, null_vectors=0, nonfinite=0, min_dim=_NO_DIM_MIN, max_dim=_NO_DIM_MAX,
+                       too_large=0, largest=0.0, example_id=None)
         rows = [dict(domain=0, n=0, mean=[], m2=[], null_ids=int(self.null_ids), null_vectors=self.null_vectors,
-                     nonfinite=self.nonfinite, min_dim=self.min_dim, max_dim=self.max_dim)]
+                     nonfinite=self.nonfinite, min_dim=self.min_dim, max_dim=self.max_dim,
+                     too_large=self.too_large, largest=self.largest, example_id=self.example_id)]
         rows += [dict(domain=label, n=m.n, mean=m.mean.tolist(), m2=m.m2.ravel().tolist(), **neutral)
                  for label, m in sorted(self.moments.items())]
         return pa.RecordBatch.from_pylist(rows, schema=_arrow_schema())
@@ -77,7 +97,8 @@ class MomentsAccumulator:
 def _arrow_schema() -> pa.Schema:
     return pa.schema([("domain", pa.int32()), ("n", pa.int64()), ("mean", pa.list_(pa.float64())),
                       ("m2", pa.list_(pa.float64())), ("null_ids", pa.int64()), ("null_vectors", pa.int64()),
-                      ("nonfinite", pa.int64()), ("min_dim", pa.int32()), ("max_dim", pa.int32())])
+                      ("nonfinite", pa.int64()), ("min_dim", pa.int32()), ("max_dim", pa.int32()),
+                      ("too_large", pa.int64()), ("largest", pa.float64()), ("example_id", pa.string())])
 
 
 def domain_scan(id_type: pa.DataType, vec_type: pa.DataType, keep_unwanted: bool):

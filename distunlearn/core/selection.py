@@ -22,6 +22,11 @@ from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.errors import DistunlearnError
 
 
+# Threshold comparisons tolerate rounding: a relative error of 1e-9 on either KL, and 1e-12 nats near zero.
+RELATIVE_TOLERANCE = 1e-9
+ABSOLUTE_TOLERANCE = 1e-12
+
+
 def alpha_max(kappa: float, epsilon: float) -> float:
     """Closed-form Pareto frontier: the largest KL(p1||p_f) any edited mean reaches at epsilon."""
     return (math.sqrt(max(kappa, 0.0)) + math.sqrt(max(epsilon, 0.0))) ** 2
@@ -91,8 +96,18 @@ class Thresholds:
             epsilon = epsilon_rel * preservation0
         return cls(float(alpha), float(epsilon))
 
+    def removal_met(self, removal):
+        """KL(p1||p_f) >= alpha, up to ``RELATIVE_TOLERANCE`` (the one tolerance policy of selection,
+        report and ``verify``): full removal reaches kappa only up to rounding."""
+        return removal >= self.alpha * (1 - RELATIVE_TOLERANCE)
+
+    def preservation_met(self, preservation):
+        """KL(p2||p_f) <= epsilon, up to ``RELATIVE_TOLERANCE`` and ``ABSOLUTE_TOLERANCE`` nats (epsilon = 0
+        is met by full removal, whose KL is 0 up to rounding)."""
+        return preservation <= self.epsilon * (1 + RELATIVE_TOLERANCE) + ABSOLUTE_TOLERANCE
+
     def met(self, removal, preservation):
-        return (removal >= self.alpha) & (preservation <= self.epsilon)
+        return self.removal_met(removal) & self.preservation_met(preservation)
 
 
 @dataclass(frozen=True)
@@ -116,7 +131,7 @@ def scan_chunk(batches: Iterable[np.ndarray], kl: EditedKL, thresholds: Threshol
         prefix = z + np.cumsum(y, axis=0)
         f = np.arange(f_done + 1, f_done + len(y) + 1)
         removal, preservation = kl.removal(f, prefix), kl.preservation(f, prefix)
-        within = preservation <= thresholds.epsilon
+        within = thresholds.preservation_met(preservation)
         if within.any():
             best_alpha = max(best_alpha, float(removal[within].max()))
         hit = np.flatnonzero(thresholds.met(removal, preservation))
@@ -164,7 +179,7 @@ def choose_budget(rule: str, kl: EditedKL, thresholds: Thresholds, scans: Iterab
     """
     removed = removed or Removed.nothing(len(kl.delta))
     removal0, preservation0 = kl.at(removed.count, removed.z)
-    best_alpha = removal0 if preservation0 <= thresholds.epsilon else -math.inf
+    best_alpha = removal0 if thresholds.preservation_met(preservation0) else -math.inf
     if thresholds.met(removal0, preservation0):
         return BudgetChoice(rule, 0, removal0, preservation0, best_alpha)
     first = None

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -81,6 +83,15 @@ def _check(acc: MomentsAccumulator, id_col: str, vector_col: str) -> None:
         raise DistunlearnError(f"zero-length vectors in column {vector_col!r}")
     if acc.nonfinite:
         raise DistunlearnError(f"{acc.nonfinite} row(s) have NaN, Inf or null values in vector column {vector_col!r}")
+    if acc.too_large:
+        raise DistunlearnError(
+            f"{acc.too_large} row(s) of vector column {vector_col!r} hold values too large for float64 moments "
+            f"(|x| up to {acc.largest:.3g}, e.g. {id_col} {acc.example_id}): their squares overflow, so the "
+            f"covariance is not finite; rescale or drop those rows (a ridge cannot help)")
+    for moments in acc.moments.values():
+        if not (np.isfinite(moments.mean).all() and np.isfinite(moments.m2).all()):
+            raise DistunlearnError(f"the moments of vector column {vector_col!r} are not finite (values too large "
+                                   f"for float64 sums of squares); rescale the vectors")
 
 
 def _has_duplicates(labelled: DataFrame) -> bool:
