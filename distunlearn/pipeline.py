@@ -71,14 +71,23 @@ def fit(rows: DataFrame, domains: Domains, ridge: float) -> Fitted:
     return Fitted(stats, model, EditedKL.from_model(model))
 
 
-def score(fitted: Fitted, rules: tuple[str, ...], seed: int) -> DataFrame:
+@dataclass(frozen=True)
+class Scored:
+    """The kept unwanted rows as (id, y, score_<rule>...), frozen, and how many there are."""
+
+    rows: DataFrame
+    n: int
+
+
+def score(fitted: Fitted, rules: tuple[str, ...], seed: int) -> Scored:
     """Every rule's score of every kept unwanted row, computed once and frozen."""
     with phase("scoring pass") as detail:
         scored = score_unwanted(fitted.stats.unwanted_rows, fitted.model, rules, seed)
-        detail.update(rules=len(rules))
-    return scored
+        n = scored.count()
+        detail.update(rules=len(rules), rows=n)
+    return Scored(scored, n)
 
 
-def order(scored: DataFrame, rule: str, fitted: Fitted, chunks: int | None) -> RuleOrdering:
+def order(scored: Scored, rule: str, fitted: Fitted, chunks: int | None) -> RuleOrdering:
     """One rule's deletion order in chunks of consecutive ranks."""
-    return RuleOrdering(scored, rule, fitted.model.n1, fitted.model.dim, chunks)
+    return RuleOrdering(scored.rows, rule, scored.n, fitted.model.dim, chunks)

@@ -265,3 +265,30 @@ def test_catalog_table_source(spark, generated, tmp_path):
         assert report["source_version"] == 0 and report["deleted"] == by_path["deleted"] > 0
     finally:
         spark.sql("DROP TABLE IF EXISTS unlearn_events")
+
+
+def test_chunk_ids_survive_a_forced_coalesce(spark, generated):
+    """Chunks are named by a frozen column, not by the task that reads them: coalescing the ordered rows
+    (several chunks per task) gives the same budget and ranks; rows missing from a pass are an error."""
+    from distunlearn.core.selection import Removed, Thresholds
+    from distunlearn.pipeline import Domains, fit, order, read_labelled, score
+
+    domains = Domains("id", "embedding", **DOMAINS)
+    fitted = fit(read_labelled(spark, generated["path"], "delta", domains).rows, domains, 1e-6)
+    ordering = order(score(fitted, ("likelihood_ratio",), 0), "likelihood_ratio", fitted, 4)
+    thresholds = Thresholds.resolve(fitted.kl, alpha_rel=0.5, epsilon_rel=1.0)
+    nothing = Removed.nothing(fitted.model.dim)
+    chosen = ordering.choose(fitted.kl, thresholds, nothing)
+    ranks = sorted((r["rank"], r["id"]) for r in ordering.deleted(chosen.deleted).collect())
+    f, rows = reference.smallest_budget(generated["x1"], generated["x2"], generated["ids1"], "likelihood_ratio",
+                                        thresholds.alpha, thresholds.epsilon)
+    assert chosen.deleted == f > 0 and [i for _, i in ranks] == generated["ids1"][rows].tolist()
+
+    checkpointed = ordering.rows
+    assert checkpointed.select("chunk").distinct().count() > 1
+    ordering.rows = checkpointed.coalesce(1)
+    assert ordering.choose(fitted.kl, thresholds, nothing) == chosen
+    assert sorted((r["rank"], r["id"]) for r in ordering.deleted(chosen.deleted).collect()) == ranks
+    ordering.rows = checkpointed.where(F.col("chunk") != F.lit(1))
+    with pytest.raises(RuntimeError, match="ordered rows"):
+        ordering.choose(fitted.kl, thresholds, nothing)

@@ -44,32 +44,42 @@ def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...
 
 
 class RuleOrdering:
-    """One rule's unwanted rows sorted by (score desc, id asc), in chunks of consecutive ranks (one
-    partition each: a range partition, or the rows coalesced into one chunk).
+    """One rule's unwanted rows sorted by (score desc, id asc), in chunks of consecutive ranks: a range
+    partition each, or all rows in one chunk. Every row carries its chunk id (column ``chunk``), frozen
+    with the rows, so a later re-planning of the partitions cannot hand a chunk another's offsets; the
+    per-chunk row counts are checked against ``n_rows`` on every pass that counts them.
 
     Only per-chunk counts and whitened sums (chunks x dims numbers) reach the driver.
     """
 
-    def __init__(self, scored: DataFrame, rule: str, n_unwanted: int, dim: int, chunks: int | None = None):
-        self.rule = rule
-        self.chunks = chunks or chunk_count(n_unwanted, cores(scored.sparkSession))
+    def __init__(self, scored: DataFrame, rule: str, n_rows: int, dim: int, chunks: int | None = None):
+        self.rule, self.n_rows = rule, n_rows
+        self.chunks = chunks or chunk_count(n_rows, cores(scored.sparkSession))
         order = [F.col("score").desc(), F.col("id").asc()]
         rows = scored.select("id", "y", F.col(score_column(rule)).alias("score"))
         rows = rows.coalesce(1) if self.chunks == 1 else rows.repartitionByRange(self.chunks, *order)
-        self.rows = rows.sortWithinPartitions(*order).localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
-        totals = {0: (0, np.zeros(dim))} if self.chunks == 1 else \
+        rows = rows.sortWithinPartitions(*order).withColumn("chunk", F.spark_partition_id())
+        self.rows = rows.localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+        totals = {0: (n_rows, np.zeros(dim))} if self.chunks == 1 else \
             {r["chunk"]: (r["n"], np.asarray(r["z"])) for r in
              self.rows.mapInArrow(chunk_totals(dim), TOTALS_SCHEMA).collect()}
+        self._check_rows(sum(n for n, _ in totals.values()), "chunk totals")
         self.before: dict[int, tuple[int, np.ndarray]] = {}
         count, z = 0, np.zeros(dim)
         for chunk in sorted(totals):
             self.before[chunk] = (count, z)
             count, z = count + totals[chunk][0], z + totals[chunk][1]
 
+    def _check_rows(self, counted: int, what: str) -> None:
+        if counted != self.n_rows:
+            raise RuntimeError(f"{self.rule}: the {what} count {counted} of {self.n_rows} ordered rows; "
+                               "the deletion order was read incompletely")
+
     def choose(self, kl: EditedKL, thresholds: Thresholds, removed: Removed) -> BudgetChoice:
         """The smallest budget of this rule after the ``removed`` rows, from one scan of every chunk."""
         before = {chunk: (n + removed.count, z + removed.z) for chunk, (n, z) in self.before.items()}
         rows = self.rows.mapInArrow(chunk_scanner(kl, thresholds, before), SCAN_SCHEMA).collect()
+        self._check_rows(sum(r["rows"] for r in rows), "scanned")
         scans = [ChunkScan(r["first_feasible"], r["removal"], r["preservation"], r["best_alpha"]) for r in rows]
         return choose_budget(self.rule, kl, thresholds, scans, removed)
 
