@@ -21,8 +21,8 @@ from distunlearn.lineage import Lineage
 from distunlearn.pipeline import Domains, fit, order, read_labelled, score
 from distunlearn.progress import phase
 from distunlearn.spark.delta_writer import (check_manifest, check_targets, committed_version, manifest_rows,
-                                            merge_delete, replace_run_rows, warn_if_unsafe_s3_writes,
-                                            write_edited)
+                                            merge_delete, read_version, replace_run_rows, undo_edit,
+                                            warn_if_unsafe_s3_writes, write_edited)
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.ordering import RuleOrdering
 from distunlearn.spark.purge import purge
@@ -238,12 +238,27 @@ def _is_conflict(exc: BaseException) -> bool:
 
 
 def _commit(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan, run_id: str) -> int:
+    """The edit as one Delta commit. In place, the MERGE must have read the planned version: Delta's own
+    conflict check covers commits after the version the MERGE read; a commit that slipped in between the
+    version check and the MERGE shows in the MERGE commit's ``readVersion``, and the edit is then undone
+    (RESTORE) and planned again, or, when others committed after it too, the run stops with exit 3."""
     if not config.in_place:
         return write_edited(spark, plan.source.df, plan.deleted_ids(), config.id_col, config.output_table, run_id)
-    current = config.source_table.latest_version(spark)
-    if current != plan.source.version:
-        raise SourceChanged(f"version {current} is newer than the planned version {plan.source.version}")
-    return merge_delete(spark, config.source_table, plan.deleted_ids(), config.id_col, run_id)
+    source, planned = config.source_table, plan.source.version
+    current = source.latest_version(spark)
+    if current != planned:
+        raise SourceChanged(f"version {current} is newer than the planned version {planned}")
+    version = merge_delete(spark, source, plan.deleted_ids(), config.id_col, run_id)
+    read = None if version is None else read_version(spark, source, version)
+    if version is None or read == planned:
+        return version
+    restored = undo_edit(spark, source, version, run_id)
+    if restored is None:
+        raise ConflictError(f"{source.text}: the edit (version {version}) was made on version {read}, not on the "
+                            f"planned version {planned}, and other commits followed it, so it was not undone; "
+                            f"check it with: distunlearn verify --source {source.text} --run-id {run_id}")
+    raise SourceChanged(f"the MERGE read version {read}, not the planned version {planned}: undone by version "
+                        f"{restored}")
 
 
 def _with_version(report: dict, config: UnlearnConfig, version: int) -> dict:

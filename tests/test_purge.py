@@ -274,3 +274,57 @@ def test_concurrent_append_replans_then_gives_up_with_exit_3(spark, tmp_path, mo
     reliability.record(f"{len(appended) - 1} appends, one per attempt (--max-retries 1)",
                        "exit 3, no MERGE committed", rows_checked=len(expected), rows_lost=len(expected - final))
     assert final == expected
+
+
+@pytest.mark.reliability("concurrent writer")
+def test_a_commit_between_the_version_check_and_the_merge_is_undone_and_replanned(spark, tmp_path, monkeypatch):
+    """A writer that commits after the job's version check, before its MERGE starts: the MERGE reads the
+    newer version, its commit's readVersion shows it, the edit is restored and planned again on the new
+    version; the final table is what an undisturbed run on the new version leaves."""
+    import distunlearn.job as job
+
+    source, twin = tmp_path / "events", tmp_path / "twin"
+    make_table(spark, source, {"delta.enableDeletionVectors": "true"})
+    late = spark.createDataFrame([(f"late-{i}", "unwanted", "late", [3.0, 3.0, 3.0, 3.0]) for i in range(5)],
+                                 "id string, topic string, payload string, embedding array<float>")
+    merge = job.merge_delete
+    injected = []
+
+    def append_then_merge(*args, **kwargs):
+        if not injected:
+            late.write.format("delta").mode("append").save(str(source))
+            injected.append(True)
+        return merge(*args, **kwargs)
+
+    monkeypatch.setattr(job, "merge_delete", append_then_merge)
+    report = run_unlearn(spark, UnlearnConfig(source=str(source), in_place=True, rule="likelihood_ratio",
+                                              run_id="slipped-1", **DOMAINS))
+    monkeypatch.setattr(job, "merge_delete", merge)
+    operations = [r["operation"] for r in spark.sql(f"DESCRIBE HISTORY delta.`{source}`").orderBy("version").collect()]
+    assert operations[1:] == ["WRITE", "MERGE", "RESTORE", "MERGE"], operations
+    assert report["source_version"] == 3 and report["source_version_written"] == 4   # planned on the restore
+
+    shutil.copytree(source, twin)                                     # the undisturbed run on version 1
+    spark.sql(f"RESTORE TABLE delta.`{twin}` TO VERSION AS OF 1")
+    expected = run_unlearn(spark, UnlearnConfig(source=str(twin), in_place=True, rule="likelihood_ratio",
+                                                run_id="twin-1", manifest=str(tmp_path / "twin_manifest"),
+                                                ledger=str(tmp_path / "twin_ledger"), **DOMAINS))
+    assert expected["deleted"] == report["deleted"] > 0
+    final, wanted = ids_in(spark, source), ids_in(spark, twin)
+    reliability.record("a commit after the version check, before the MERGE",
+                       "MERGE readVersion newer: restored, re-planned on the new version",
+                       rows_checked=len(wanted), rows_lost=len(wanted - final))
+    assert final == wanted and any(i.startswith("late-") for i in set(late.toPandas()["id"]) - final)
+
+
+def test_a_run_that_deletes_nothing_verifies(spark, tmp_path, capsys):
+    source = tmp_path / "events"
+    before = set(make_table(spark, source, {"delta.enableDeletionVectors": "true"}))
+    args = ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0", "--alpha-rel", "0",
+            "--rule", "likelihood_ratio", "--run-id", "nothing-1", "--quiet", *DOMAINS_FLAGS]
+    assert main(args) == 0, capsys.readouterr().err
+    assert ids_in(spark, source) == before
+    capsys.readouterr()
+    assert main(["verify", "--source", str(source), "--run-id", "nothing-1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("PASS") == 4 and "0 of the run's 0 deleted ids" in out and "no file held a deleted row" in out

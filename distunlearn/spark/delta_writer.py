@@ -88,12 +88,30 @@ def check_manifest(spark: SparkSession, manifest: TableRef, id_type: DataType) -
 
 
 def committed_version(spark: SparkSession, table: TableRef, run_id: str, operations=("WRITE", "MERGE")) -> int | None:
-    """Version of this run's data commit to ``table`` (found by its ``userMetadata``), or None."""
+    """Version of this run's data commit to ``table`` (found by its ``userMetadata``), or None; an edit the
+    run undid (a later RESTORE of the same run) does not count."""
     if not table.is_delta(spark):
         return None
-    hit = table.history(spark).where((F.col("userMetadata") == commit_metadata(run_id))
-                                     & F.col("operation").isin(*operations)).agg(F.max("version")).first()[0]
-    return None if hit is None else int(hit)
+    last = table.history(spark).where((F.col("userMetadata") == commit_metadata(run_id))
+                                      & F.col("operation").isin(*operations, "RESTORE")) \
+        .orderBy(F.col("version").desc()).select("version", "operation").first()
+    return None if last is None or last["operation"] == "RESTORE" else int(last["version"])
+
+
+def read_version(spark: SparkSession, table: TableRef, version: int) -> int | None:
+    """The table version the commit ``version`` was made on (Delta's ``readVersion``)."""
+    row = table.history(spark).where(F.col("version") == version).select("readVersion").first()
+    return None if row is None or row["readVersion"] is None else int(row["readVersion"])
+
+
+def undo_edit(spark: SparkSession, table: TableRef, version: int, run_id: str) -> int | None:
+    """Restore ``table`` to the version before the run's commit ``version`` if nothing was committed after
+    it (one atomic RESTORE commit carrying the run id); None when it cannot be undone safely."""
+    if table.latest_version(spark) != version:
+        return None
+    with run_session(spark, commit_conf(run_id)) as session:
+        session.sql(f"RESTORE TABLE {table.sql} TO VERSION AS OF {version - 1}").collect()
+    return table.latest_version(spark)
 
 
 def write_edited(spark: SparkSession, source: DataFrame, deleted: DataFrame, id_col: str, output: TableRef,
@@ -133,14 +151,17 @@ def sql_string(value: str) -> str:
 
 def merge_delete(spark: SparkSession, target: TableRef, deleted_ids: DataFrame, id_col: str, run_id: str) -> int:
     """Delete the rows whose id is in ``deleted_ids`` by a MERGE join (the ids never enter a predicate
-    or the log), as one atomic commit carrying the run id; a repeat with the same run id is a no-op.
+    or the log), as one atomic commit carrying the run id; a repeat with the same run id is a no-op
+    (Delta's transaction id, bumped past every edit of the run that was undone).
 
     The ids reach the MERGE's own session as a global temporary view, dropped afterwards."""
+    undone = target.history(spark).where((F.col("userMetadata") == commit_metadata(run_id))
+                                         & (F.col("operation") == "RESTORE")).count()
     view = f"distunlearn_deleted_{uuid.uuid4().hex}"
     deleted_ids.select(F.col("id").alias("__deleted_id")).createOrReplaceGlobalTempView(view)
     key = "`" + id_col.replace("`", "``") + "`"
     try:
-        with run_session(spark, commit_conf(run_id, txn_version=1)) as session:
+        with run_session(spark, commit_conf(run_id, txn_version=1 + undone)) as session:
             session.sql(f"MERGE INTO {target.sql} AS t USING global_temp.{view} AS d "
                         f"ON t.{key} = d.__deleted_id WHEN MATCHED THEN DELETE").collect()
     finally:
