@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.quiet)
     try:
         if args.command != "bundle":
-            _start_spark(args)
+            _choose_spark_log(args)
         if args.command == "verify":
             return _verify(args)
         if args.command == "evaluate":
@@ -197,7 +197,7 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_spark(args: argparse.Namespace) -> None:
+def _choose_spark_log(args: argparse.Namespace) -> None:
     """Decide where Spark's own console output goes: with ``--verbose`` to the terminal, else to a log
     file named on stderr (a session that already exists, or a Connect client, prints nothing of its own)."""
     args.spark_log = None

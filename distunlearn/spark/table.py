@@ -130,8 +130,10 @@ class TableRef:
         try:
             files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(self.location)
             return files.select("path").limit(1).count() > 0
-        except Exception:  # noqa: BLE001 - PATH_NOT_FOUND: nothing stored
-            return False
+        except Exception as exc:  # noqa: BLE001 - nothing stored, or storage that cannot be listed
+            if _missing(exc):
+                return False
+            raise StorageUnreadable(f"cannot list {self.text}: {first_line(exc)}") from None
 
     def history(self, spark: SparkSession) -> DataFrame:
         return spark.sql(f"DESCRIBE HISTORY {self.sql}")
