@@ -122,9 +122,11 @@ def test_plan_and_output_delete_the_brute_force_set(mode, data):
     assert json.loads(history.first()["userMetadata"]) == {"distunlearn_run_id": plan.run_id}
 
 
-def test_dataframe_input_gives_the_same_plan_as_its_table(mode, data):
+def test_dataframe_input_gives_the_same_plan_as_its_table(connect_spark, data, tmp_path):
+    """Over Connect (the classic path runs in the quickstart notebook)."""
+    mode = Mode("connect", connect_spark, tmp_path)
     source = mode.table(data["table"], "frame")
-    df = mode.spark.read.table(source) if mode.name == "catalog" else mode.spark.read.format("delta").load(source)
+    df = mode.spark.read.format("delta").load(source)
     unlearner = Unlearner(rule="distance_to_retained", **DOMAINS)
     by_frame, by_table = unlearner.plan(df), unlearner.plan(source, spark=mode.spark)
     assert by_frame.deleted == by_table.deleted > 0 and by_frame.report["source_version"] is None
@@ -182,8 +184,8 @@ def test_evaluate_halving_budget_matches_brute_force(mode, data):
 
 
 def test_cli_over_connect(connect_server, connect_spark, data, tmp_path):
-    """The console command as its own process against the server (``--remote``): an --output run and
-    verify, by catalog name; its stdout and stderr carry only the command's own lines."""
+    """The console command as its own process against the server (``--remote``): an --output run by
+    catalog name; its stdout and stderr carry only the command's own lines."""
     connect_spark.sql("CREATE DATABASE IF NOT EXISTS cli")
     connect_spark.createDataFrame(data["table"]).write.format("delta").saveAsTable("cli.events")
     env = {k: v for k, v in os.environ.items() if k not in ("SPARK_CONNECT_MODE_ENABLED", "PYSPARK_GATEWAY_PORT")}
@@ -197,10 +199,6 @@ def test_cli_over_connect(connect_server, connect_spark, data, tmp_path):
     f = connect_spark.read.table("cli.edited_manifest").count()
     assert connect_spark.read.table("cli.edited").count() == 270 - f and f > 0
     assert f"deleted {f:,} rows by likelihood_ratio" in unlearn.stdout
-    verify = subprocess.run([*command, "verify", "--remote", connect_server.url, "--source", "cli.edited",
-                             "--run-id", "cli-1", "--quiet"], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=600)
-    assert verify.returncode == 0 and verify.stdout.count("PASS") == 3, verify.stdout + verify.stderr
 
 
 def test_four_forms_of_in_place_resolve_to_the_same_table(spark, data, tmp_path, monkeypatch, capsys):
