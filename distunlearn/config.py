@@ -41,7 +41,7 @@ class SourceConfig:
     @property
     def source_table(self) -> TableRef | None:
         """The source as a table reference (None for a DataFrame given to the Python API)."""
-        return TableRef.parse(self.source) if isinstance(self.source, (str, TableRef)) else None
+        return TableRef.parse(self.source) if isinstance(self.source, str) else None
 
     def __post_init__(self):
         if isinstance(self.source, str):
