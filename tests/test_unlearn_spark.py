@@ -15,7 +15,8 @@ from distunlearn.cli import main
 from distunlearn.config import UnlearnConfig
 from distunlearn.job import run_unlearn
 from distunlearn.spark.source import Source, labelled_rows
-from distunlearn.spark.statistics import DRIVER_PARTIALS, domain_statistics
+from distunlearn.spark import statistics
+from distunlearn.spark.statistics import domain_statistics
 from distunlearn.synthetic import gaussian_domains
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,19 +162,42 @@ def test_parquet_source(spark, generated, tmp_path):
     assert spark.read.format("delta").load(str(tmp_path / "o")).count() == 330 - report["deleted"]
 
 
-def test_statistics_pass_is_exact_with_a_large_offset(spark, tmp_path):
+def test_statistics_pass_is_exact_with_a_large_offset(spark, tmp_path, monkeypatch):
     x1, x2 = gaussian_domains(200, 600, 3, shift=0.01, seed=4, offset=1e4)
     x1, x2 = x1 * 1.0, x2 * 1.0
     path = write_delta(spark, domain_table(x1, x2, vector_type="double"), tmp_path / "t", partitions=7)
-    labelled = labelled_rows(Source.read(spark, path), "id", "embedding", **DOMAINS)
-    # 7 partitions are merged on the driver; 40 are first merged on executors
-    for parts, on_executors in ((labelled, False), (labelled.repartition(40), True)):
-        assert (parts.rdd.getNumPartitions() > DRIVER_PARTIALS) == on_executors
-        stats = domain_statistics(parts, "id", "embedding")
+    labelled = labelled_rows(Source.read(spark, path), "id", "embedding", **DOMAINS).repartition(40)
+    # the driver merges the 40 partitions' partials; then a tree of merge tasks (fan-in 4: 3 levels) does
+    for forced_tree in (False, True):
+        if forced_tree:
+            monkeypatch.setattr(statistics, "DRIVER_BYTES", 1)
+            monkeypatch.setattr(statistics, "MIN_FAN_IN", 4)
+            monkeypatch.setattr(statistics, "TASK_BYTES", 1)
+        stats = domain_statistics(labelled, "id", "embedding")
         for moments, x in ((stats.unwanted, x1), (stats.retained, x2)):
             assert moments.n == len(x)
             np.testing.assert_allclose(moments.mean, x.mean(0), rtol=1e-14)
             np.testing.assert_allclose(moments.m2, (x - x.mean(0)).T @ (x - x.mean(0)), rtol=1e-8, atol=1e-8)
+
+
+def test_the_merge_tree_gives_the_moments_of_the_one_level_merge(spark, tmp_path, monkeypatch):
+    """At 64 dims over 48 partitions: the tree (five levels of 8-way merge tasks, batches of one partial) and the
+    driver's own merge of every partial give the same moments, to rounding."""
+    x1, x2 = gaussian_domains(300, 900, 64, shift=0.3, seed=8, offset=2.0)
+    path = write_delta(spark, domain_table(x1, x2, vector_type="double"), tmp_path / "t", partitions=4)
+    labelled = labelled_rows(Source.read(spark, path), "id", "embedding", **DOMAINS).repartition(48)
+    one_level = domain_statistics(labelled, "id", "embedding")
+    assert statistics.merge_levels(3 * 48, 17_000) == []
+    monkeypatch.setattr(statistics, "DRIVER_BYTES", 1)
+    monkeypatch.setattr(statistics, "MIN_FAN_IN", 8)
+    monkeypatch.setattr(statistics, "TASK_BYTES", 1)
+    monkeypatch.setattr(statistics, "BATCH_BYTES", 1)
+    assert statistics.merge_levels(3 * 48, 17_000) == [18, 7, 3, 2, 1]
+    tree = domain_statistics(labelled, "id", "embedding")
+    for a, b in ((one_level.unwanted, tree.unwanted), (one_level.retained, tree.retained)):
+        assert a.n == b.n
+        np.testing.assert_allclose(b.mean, a.mean, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(b.m2, a.m2, rtol=1e-12, atol=1e-12)
 
 
 def test_demo_compares_the_papers_rule_and_likelihood_ratio_with_random(spark, tmp_path, capsys, monkeypatch):

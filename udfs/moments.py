@@ -1,14 +1,18 @@
-"""Per-partition domain moments and input checks, and their pairwise merge."""
+"""Per-partition domain moments and input checks, and their pairwise merge.
+
+A partial is one row per domain: the count, the mean and the packed upper triangle of the scatter matrix
+as little-endian float64 bytes (``binary`` columns, no Python lists), plus one row of input counters.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distunlearn.core.moments import DomainMoments
+from distunlearn.core.moments import DomainMoments, PackedMoments, pack_upper
 from distunlearn.udfs.vectors import list_lengths, to_matrix
 
-SCHEMA = ("domain int, n long, mean array<double>, m2 array<double>, "
+SCHEMA = ("domain int, n long, mean binary, m2 binary, "
           "null_ids long, null_vectors long, nonfinite long, min_dim int, max_dim int, "
           "too_large long, largest double, example_id string")
 
@@ -22,7 +26,7 @@ class MomentsAccumulator:
     """Moments per domain (1 unwanted, 2 retained) plus counters of bad input."""
 
     def __init__(self):
-        self.moments: dict[int, DomainMoments] = {}
+        self.moments: dict[int, PackedMoments] = {}
         self.null_ids = self.null_vectors = self.nonfinite = self.too_large = 0
         self.min_dim, self.max_dim = _NO_DIM_MIN, _NO_DIM_MAX
         self.largest = 0.0
@@ -64,7 +68,13 @@ class MomentsAccumulator:
             rows = x[domain == label]
             if len(rows):
                 part = DomainMoments.from_rows(rows)
-                self.moments[label] = self.moments[label].merge(part) if label in self.moments else part
+                self._merge(label, part.n, part.mean, pack_upper(part.m2))
+
+    def _merge(self, label: int, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        if label in self.moments:
+            self.moments[label].merge(n, mean, m2)
+        else:
+            self.moments[label] = PackedMoments(n, mean.copy(), m2.copy())
 
     def add_row(self, row: dict) -> None:
         self.null_ids += row["null_ids"]
@@ -75,28 +85,33 @@ class MomentsAccumulator:
         self.example_id = self.example_id or row["example_id"]
         self.min_dim, self.max_dim = min(self.min_dim, row["min_dim"]), max(self.max_dim, row["max_dim"])
         label = row["domain"]
-        dim = len(row["mean"])
+        if label <= 0:
+            return
+        mean = np.frombuffer(row["mean"], dtype="<f8")
         known = {m.dim for m in self.moments.values()}
-        if label > 0 and known and dim not in known:  # partitions of different lengths: ragged input
-            self.min_dim, self.max_dim = min(self.min_dim, dim, *known), max(self.max_dim, dim, *known)
-        elif label > 0:
-            part = DomainMoments(row["n"], np.asarray(row["mean"]), np.asarray(row["m2"]).reshape(dim, dim))
-            self.moments[label] = self.moments[label].merge(part) if label in self.moments else part
+        if known and len(mean) not in known:  # partitions of different lengths: ragged input
+            self.min_dim, self.max_dim = min(self.min_dim, len(mean), *known), max(self.max_dim, len(mean), *known)
+        else:
+            self._merge(label, row["n"], mean, np.frombuffer(row["m2"], dtype="<f8"))
+
+    def domain(self, label: int, dim: int) -> DomainMoments:
+        """The merged moments of domain ``label`` (1 unwanted, 2 retained), empty when no row was seen."""
+        return self.moments[label].unpacked() if label in self.moments else DomainMoments.empty(dim)
 
     def to_batch(self) -> pa.RecordBatch:
         neutral = dict(null_ids=0, null_vectors=0, nonfinite=0, min_dim=_NO_DIM_MIN, max_dim=_NO_DIM_MAX,
                        too_large=0, largest=0.0, example_id=None)
-        rows = [dict(domain=0, n=0, mean=[], m2=[], null_ids=int(self.null_ids), null_vectors=self.null_vectors,
+        rows = [dict(domain=0, n=0, mean=b"", m2=b"", null_ids=int(self.null_ids), null_vectors=self.null_vectors,
                      nonfinite=self.nonfinite, min_dim=self.min_dim, max_dim=self.max_dim,
                      too_large=self.too_large, largest=self.largest, example_id=self.example_id)]
-        rows += [dict(domain=label, n=m.n, mean=m.mean.tolist(), m2=m.m2.ravel().tolist(), **neutral)
+        rows += [dict(domain=label, n=m.n, mean=m.mean.astype("<f8").tobytes(), m2=m.m2.astype("<f8").tobytes(),
+                      **neutral)
                  for label, m in sorted(self.moments.items())]
         return pa.RecordBatch.from_pylist(rows, schema=_arrow_schema())
 
 
 def _arrow_schema() -> pa.Schema:
-    return pa.schema([("domain", pa.int32()), ("n", pa.int64()), ("mean", pa.list_(pa.float64())),
-                      ("m2", pa.list_(pa.float64())), ("null_ids", pa.int64()), ("null_vectors", pa.int64()),
+    return pa.schema([("domain", pa.int32()), ("n", pa.int64()), ("mean", pa.binary()), ("m2", pa.binary()), ("null_ids", pa.int64()), ("null_vectors", pa.int64()),
                       ("nonfinite", pa.int64()), ("min_dim", pa.int32()), ("max_dim", pa.int32()),
                       ("too_large", pa.int64()), ("largest", pa.float64()), ("example_id", pa.string())])
 
@@ -133,10 +148,19 @@ def domain_scan(id_type: pa.DataType, vec_type: pa.DataType, keep_unwanted: bool
     return scan
 
 
+def partial_rows(batch: pa.RecordBatch):
+    """The rows of a batch of ``SCHEMA`` one at a time, binary columns as zero-copy buffers."""
+    columns = [(name, batch.column(name), pa.types.is_binary(batch.schema.field(name).type))
+               for name in batch.schema.names]
+    for i in range(batch.num_rows):
+        yield {name: column[i].as_buffer() if binary else column[i].as_py() for name, column, binary in columns}
+
+
 def merge_moments(batches):
-    """mapInArrow: rows of ``SCHEMA`` -> their merge, in the same schema."""
+    """mapInArrow: rows of ``SCHEMA`` -> their merge, in the same schema. Holds the merged moments and one
+    Arrow batch at a time, however many partials the task reads."""
     acc = MomentsAccumulator()
     for batch in batches:
-        for row in batch.to_pylist():
+        for row in partial_rows(batch):
             acc.add_row(row)
     yield acc.to_batch()

@@ -63,3 +63,68 @@ def merge_all(parts) -> DomainMoments | None:
         level = [level[i].merge(level[i + 1]) if i + 1 < len(level) else level[i]
                  for i in range(0, len(level), 2)]
     return level[0]
+
+
+def packed_length(dim: int) -> int:
+    """Numbers in the upper triangle (diagonal included) of a dim x dim matrix."""
+    return dim * (dim + 1) // 2
+
+
+def _row_starts(dim: int) -> np.ndarray:
+    """Offset of row i's upper part (columns i..dim-1) in the packed triangle."""
+    i = np.arange(dim + 1, dtype=np.int64)
+    return i * dim - i * (i - 1) // 2
+
+
+def pack_upper(matrix: np.ndarray) -> np.ndarray:
+    """The upper triangle of a symmetric matrix, row by row, as one float64 vector."""
+    dim = matrix.shape[0]
+    return np.concatenate([matrix[i, i:] for i in range(dim)]) if dim else np.zeros(0)
+
+
+def unpack_upper(packed: np.ndarray, dim: int) -> np.ndarray:
+    """The symmetric dim x dim matrix whose upper triangle is ``packed`` (as ``pack_upper`` lays it out)."""
+    matrix = np.empty((dim, dim))
+    starts = _row_starts(dim)
+    for i in range(dim):
+        matrix[i, i:] = packed[starts[i]:starts[i + 1]]
+        matrix[i + 1:, i] = matrix[i, i + 1:]
+    return matrix
+
+
+@dataclass
+class PackedMoments:
+    """``DomainMoments`` with the scatter matrix kept as its packed upper triangle (``pack_upper``), merged
+    in place: merging a stream of partials holds one accumulator and one partial, whatever their number."""
+
+    n: int
+    mean: np.ndarray
+    m2: np.ndarray   # packed upper triangle
+
+    @classmethod
+    def of(cls, moments: DomainMoments) -> "PackedMoments":
+        return cls(moments.n, moments.mean.copy(), pack_upper(moments.m2))
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def merge(self, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        """Add another row set's moments (``m2`` packed) by the same pairwise update as ``DomainMoments``."""
+        if n == 0:
+            return
+        if self.n == 0:
+            self.n, self.mean, self.m2 = n, mean.copy(), m2.copy()
+            return
+        total = self.n + n
+        delta = mean - self.mean
+        weight = self.n * n / total
+        self.m2 += m2
+        starts = _row_starts(self.dim)
+        for i in range(self.dim):   # += weight * outer(delta, delta), upper triangle, row by row
+            self.m2[starts[i]:starts[i + 1]] += (weight * delta[i]) * delta[i:]
+        self.mean = self.mean + delta * (n / total)
+        self.n = total
+
+    def unpacked(self) -> DomainMoments:
+        return DomainMoments(self.n, self.mean, unpack_upper(self.m2, self.dim))

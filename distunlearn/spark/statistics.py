@@ -1,6 +1,8 @@
 """One pass over the labelled rows: domain moments, the input checks and the unwanted rows to score."""
 from __future__ import annotations
 
+import math
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,13 +14,20 @@ from pyspark.sql.pandas.types import to_arrow_type
 
 from distunlearn.core.moments import DomainMoments
 from distunlearn.errors import DistunlearnError
-from distunlearn.spark.classic import num_partitions
+from distunlearn.spark.session import run_session
 from distunlearn.spark.source import RETAINED, UNWANTED
 from distunlearn.udfs.moments import SCHEMA, MomentsAccumulator, domain_scan, merge_moments
 
-# The driver merges the moment rows of at most this many partitions (per partition: one row of d^2
-# numbers per domain and a counters row); a source read in more partitions is merged on executors first.
-DRIVER_PARTIALS = 16
+# Every scan task emits one partial per domain (count, mean, packed upper triangle of the scatter: about
+# 4 d^2 bytes) and a counters row. The driver merges them itself while they take at most DRIVER_BYTES;
+# beyond that a tree of merge tasks on the executors reduces them level by level, each task reading about
+# TASK_BYTES of partials (at least MIN_FAN_IN of them) in Arrow batches of at most BATCH_BYTES (at least one
+# partial), so that no task holds more than the merged moments, one batch and one partial being added.
+DRIVER_BYTES = 64 * 1024 * 1024
+TASK_BYTES = 512 * 1024 * 1024
+BATCH_BYTES = 64 * 1024 * 1024
+MIN_FAN_IN = 16
+ROWS_PER_TASK = 3   # a merge task's output: one partial per domain and a counters row
 
 
 @dataclass(frozen=True)
@@ -34,35 +43,64 @@ def domain_statistics(labelled: DataFrame, id_col: str, vector_col: str,
                       keep_unwanted: bool = False) -> DomainStatistics:
     """Moments of the unwanted and retained domains, after rejecting bad input with one clear line.
 
-    The source is read once: partitions emit one small row per domain, merged so that the driver never
-    holds more than ``DRIVER_PARTIALS`` partitions' rows of d^2 numbers. With
-    ``keep_unwanted`` the same read also keeps the unwanted rows (a local checkpoint on the executors,
-    never the driver), so that scoring does not read the source a second time.
+    The source is read once: partitions emit one row per domain, merged so that the driver never holds
+    more than ``DRIVER_BYTES`` of them (``merge_levels``). With ``keep_unwanted`` the same read also keeps
+    the unwanted rows (a local checkpoint on the executors, never the driver), so that scoring does not
+    read the source a second time.
     """
     schema = labelled.schema
     scanned = labelled.select("id", "domain", "vec", "requested").mapInArrow(
         domain_scan(to_arrow_type(schema["id"].dataType), to_arrow_type(schema["vec"].dataType), keep_unwanted),
         f"kind int, id {schema['id'].dataType.simpleString()}, vec {schema['vec'].dataType.simpleString()}, "
         f"{SCHEMA}")
-    if keep_unwanted:
-        scanned = scanned.localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+    scanned = scanned.localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
     acc = _merged(scanned.where(F.col("kind") == 0).drop("kind", "id", "vec"))
     _check(acc, id_col, vector_col)
     if _has_duplicates(labelled):
         raise DistunlearnError(f"id column {id_col!r} has duplicate values; ids must be unique")
     dim = acc.max_dim
     rows = scanned.where(F.col("kind") == 1).select("id", "vec") if keep_unwanted else None
-    return DomainStatistics(acc.moments.get(UNWANTED, DomainMoments.empty(dim)),
-                            acc.moments.get(RETAINED, DomainMoments.empty(dim)), rows)
+    return DomainStatistics(acc.domain(UNWANTED, dim), acc.domain(RETAINED, dim), rows)
+
+
+def merge_levels(rows: int, row_bytes: int) -> list[int]:
+    """Tasks of each level of the merge tree for ``rows`` partials of up to ``row_bytes`` each: none when the
+    driver can take them all, else levels of ``ceil(rows / fan_in)`` tasks until it can."""
+    fan_in = max(MIN_FAN_IN, TASK_BYTES // max(row_bytes, 1))
+    levels: list[int] = []
+    while rows * row_bytes > DRIVER_BYTES and rows > ROWS_PER_TASK:
+        tasks = math.ceil(rows / fan_in)
+        tasks = tasks if ROWS_PER_TASK * tasks < rows else 1
+        levels.append(tasks)
+        rows = ROWS_PER_TASK * tasks
+    return levels
 
 
 def _merged(partials: DataFrame) -> MomentsAccumulator:
-    """Per-partition moments and input counters merged into one accumulator: on the driver, after one
-    shuffle level on executors when there are more than ``DRIVER_PARTIALS`` partitions (or their number
-    is unknown, as over Spark Connect)."""
-    partitions = num_partitions(partials)
-    if partitions is None or partitions > DRIVER_PARTIALS:
-        partials = partials.repartition(DRIVER_PARTIALS).mapInArrow(merge_moments, SCHEMA)
+    """The partials and input counters merged into one accumulator: by the driver, after the levels of the
+    merge tree (``merge_levels``) on executors when there are too many. The tree runs in a session of its
+    own whose Arrow batch size is set for the partials' size; they reach it as a global temporary view."""
+    sizes = partials.agg(F.count(F.lit(1)).alias("rows"),
+                         F.max(F.octet_length("m2") + F.octet_length("mean")).alias("bytes")).first()
+    row_bytes = (sizes["bytes"] or 0) + 256
+    levels = merge_levels(sizes["rows"], row_bytes)
+    if levels:
+        view = f"distunlearn_partials_{uuid.uuid4().hex}"
+        partials.createOrReplaceGlobalTempView(view)
+        batch_rows = str(max(1, BATCH_BYTES // row_bytes))
+        try:
+            with run_session(partials.sparkSession,
+                             {"spark.sql.execution.arrow.maxRecordsPerBatch": batch_rows}) as session:
+                merged = session.table(f"global_temp.{view}")
+                for tasks in levels:
+                    merged = merged.repartition(tasks).mapInArrow(merge_moments, SCHEMA)
+                return _collected(merged)
+        finally:
+            partials.sparkSession.catalog.dropGlobalTempView(view)
+    return _collected(partials)
+
+
+def _collected(partials: DataFrame) -> MomentsAccumulator:
     acc = MomentsAccumulator()
     for row in partials.collect():
         acc.add_row(row.asDict())
