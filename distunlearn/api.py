@@ -18,6 +18,7 @@ import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 
+from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB
 from distunlearn.config import EvaluateConfig, UnlearnConfig
 from distunlearn.core.curves import budget_grid
 from distunlearn.errors import InfeasibleError
@@ -44,19 +45,21 @@ class Unlearner:
     ``unwanted`` and ``retained`` are SQL predicates over the source (``retained`` defaults to NOT
     unwanted). Thresholds: ``alpha``/``alpha_rel`` (removal, default ``alpha_rel=0.5``) and
     ``epsilon``/``epsilon_rel`` (preservation, default ``epsilon_rel=1.0``); see the README.
-    ``requests`` (a table or a DataFrame of keys) deletes those rows whatever their domain.
+    ``requests`` (a table or a DataFrame of keys) deletes those rows whatever their domain. Deleted ids
+    and request keys are broadcast to their joins when they take at most ``broadcast_limit_mb`` MiB.
     """
 
     def __init__(self, unwanted: str, retained: str | None = None, *, id_col: str = "id",
                  vector_col: str = "embedding", alpha: float | None = None, epsilon: float | None = None,
                  alpha_rel: float | None = None, epsilon_rel: float | None = None, rule: str = "auto",
                  seed: int = 0, ridge: float = 1e-6, order_chunks: int | None = None, requests=None,
-                 request_key: str | None = None, format: str = "delta"):
+                 request_key: str | None = None, format: str = "delta",
+                 broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB):
         self.config = UnlearnConfig(source="<unset>", unwanted=unwanted, retained=retained, id_col=id_col,
                                     vector_col=vector_col, alpha=alpha, epsilon=epsilon, alpha_rel=alpha_rel,
                                     epsilon_rel=epsilon_rel, rule=rule, seed=seed, ridge=ridge,
                                     order_chunks=order_chunks, requests=requests, request_key=request_key,
-                                    format=format, dry_run=True)
+                                    format=format, broadcast_limit_mb=broadcast_limit_mb, dry_run=True)
 
     @classmethod
     def from_config(cls, config: UnlearnConfig) -> "Unlearner":

@@ -69,6 +69,9 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
                    help="manifest stores HMAC-SHA256(DISTUNLEARN_HASH_KEY, str(id)) instead of the raw id")
     p.add_argument("--ledger", help="Delta run ledger (default distunlearn_ledger beside the manifest)")
     p.add_argument("--max-retries", type=int, help="re-plans when another writer commits first (default 3)")
+    p.add_argument("--broadcast-limit-mb", type=float,
+                   help="broadcast the deleted ids and request keys to their joins when they take at most this "
+                        "many MiB (measured first), else shuffle (default 64; 0: always shuffle)")
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:

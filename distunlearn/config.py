@@ -12,6 +12,7 @@ from pathlib import Path
 
 from distunlearn.core.rules import RULES
 from distunlearn.errors import DistunlearnError
+from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB
 from distunlearn.spark.table import TableRef
 
 RULE_CHOICES = (*RULES, "auto")
@@ -89,6 +90,7 @@ class UnlearnConfig(SourceConfig):
     hash_ids: bool = False
     ledger: str | None = None
     max_retries: int = 3
+    broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB
 
     def __post_init__(self):
         super().__post_init__()
@@ -118,6 +120,9 @@ class UnlearnConfig(SourceConfig):
             raise DistunlearnError(f"--retention-hours must be a finite number >= 0, got {self.retention_hours}")
         if self.max_retries < 0:
             raise DistunlearnError("--max-retries must be >= 0")
+        if not (isinstance(self.broadcast_limit_mb, (int, float)) and math.isfinite(self.broadcast_limit_mb)
+                and self.broadcast_limit_mb >= 0):
+            raise DistunlearnError(f"--broadcast-limit-mb must be a finite number >= 0, got {self.broadcast_limit_mb}")
 
     @property
     def thresholds(self) -> dict:

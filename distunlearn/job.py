@@ -23,6 +23,7 @@ from distunlearn.progress import phase
 from distunlearn.spark.delta_writer import (check_manifest, check_targets, committed_version, manifest_rows,
                                             merge_delete, read_version, replace_run_rows, undo_edit,
                                             warn_if_unsafe_s3_writes, write_edited)
+from distunlearn.spark.keys import KeySet, key_row_bytes
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.ordering import RuleOrdering
 from distunlearn.spark.purge import purge
@@ -49,6 +50,7 @@ class UnlearnPlan:
     requested: DataFrame      # (id) of every requested row, whatever its domain
     removed: Removed          # requested rows of the two domains: already out of the edited data
     n_requested: int
+    id_bytes: int = 0         # the longest string id (sizes the deleted ids' broadcast)
 
     def infeasible_message(self) -> str:
         eps = self.thresholds.epsilon
@@ -68,6 +70,12 @@ class UnlearnPlan:
     def deleted_ids(self) -> DataFrame:
         return self.ordering.deleted(self.chosen.deleted).select("id").unionByName(self.requested)
 
+    def deleted_keys(self) -> KeySet:
+        """How many ids the edit deletes (the budget plus the requested rows) and their width, known
+        before any join."""
+        id_type = self.requested.schema["id"].dataType
+        return KeySet(self.chosen.deleted + self.n_requested, key_row_bytes(id_type, self.id_bytes))
+
     def model_record(self) -> dict:
         """The fitted model, kept in the ledger so ``verify`` can recompute the KLs later."""
         m = self.model
@@ -77,7 +85,7 @@ class UnlearnPlan:
 def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> UnlearnPlan:
     """Statistics, model, thresholds and every evaluated rule's smallest budget; writes nothing."""
     domains = Domains.of(config)
-    requests = read_requests(spark, config.requests, config.request_key or config.id_col) \
+    requests = read_requests(spark, config.requests, config.request_key or config.id_col, config.broadcast_limit_mb) \
         if config.requests is not None else None
     labelled = read_labelled(spark, config.source, config.format, domains, requests, config.request_key)
     fitted = fit(labelled.rows, domains, config.ridge)
@@ -102,7 +110,7 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> 
             best = (choice, ordering)
     requested = labelled.rows.where(F.col("requested")).select("id")
     return UnlearnPlan(run_id, config, labelled.source, model, kl, thresholds, choices, best[0], orderings,
-                       requested, removed, n_requested)
+                       requested, removed, n_requested, fitted.stats.id_bytes)
 
 
 def _requested_removal(labelled: DataFrame, model: PooledGaussian) -> tuple[Removed, int]:
@@ -243,12 +251,14 @@ def _commit(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan, run_i
     version check and the MERGE shows in the MERGE commit's ``readVersion``, and the edit is then undone
     (RESTORE) and planned again, or, when others committed after it too, the run stops with exit 3."""
     if not config.in_place:
-        return write_edited(spark, plan.source.df, plan.deleted_ids(), config.id_col, config.output_table, run_id)
+        return write_edited(spark, plan.source.df, plan.deleted_ids(), plan.deleted_keys(), config.id_col,
+                            config.output_table, run_id, config.broadcast_limit_mb)
     source, planned = config.source_table, plan.source.version
     current = source.latest_version(spark)
     if current != planned:
         raise SourceChanged(f"version {current} is newer than the planned version {planned}")
-    version = merge_delete(spark, source, plan.deleted_ids(), config.id_col, run_id)
+    version = merge_delete(spark, source, plan.deleted_ids(), plan.deleted_keys(), config.id_col, run_id,
+                           config.broadcast_limit_mb)
     read = None if version is None else read_version(spark, source, version)
     if version is None or read == planned:
         return version

@@ -17,7 +17,7 @@ from distunlearn.core.selection import Thresholds
 from distunlearn.errors import DistunlearnError
 from distunlearn.pipeline import Domains, read_labelled, statistics
 from distunlearn.spark.ledger import Ledger
-from distunlearn.spark.source import SHUFFLE_JOIN
+from distunlearn.spark.keys import SHUFFLE_JOIN
 from distunlearn.spark.table import TableRef, first_line, table_files
 
 @dataclass(frozen=True)

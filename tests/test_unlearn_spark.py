@@ -242,27 +242,34 @@ def _plans_since(spark, execution_id: int) -> dict[int, str]:
     return plans
 
 
-def test_no_join_collects_rows_on_the_driver(spark, generated, tmp_path):
-    """Deleted ids and request keys are joined by shuffles, never broadcast (a broadcast collects them on
-    the driver). Control: the same anti-join outside the job is broadcast by Spark's defaults."""
-    start = max(_plans_since(spark, -1), default=-1)
-    source = spark.read.format("delta").load(generated["path"])
-    small = spark.createDataFrame([(int(i),) for i in generated["ids1"][:5]], "d long")
-    source.join(small, F.col("id") == F.col("d"), "left_anti").collect()
-    assert any("BroadcastExchange" in p for p in _plans_since(spark, start).values())
-
-    start = max(_plans_since(spark, -1))
+def test_key_sets_are_broadcast_only_under_the_limit(spark, generated, tmp_path):
+    """The deleted ids and the request keys, measured before their joins, are broadcast under
+    ``broadcast_limit_mb`` (so neither the anti-join, the MERGE nor the requests join shuffles the table)
+    and shuffled above it; nothing else is ever broadcast, and the session's own setting is untouched."""
     spark.createDataFrame([(int(generated["ids2"][0]),)], "id long").write.format("delta") \
         .save(str(tmp_path / "requests"))
-    copy = str(tmp_path / "copy")
-    source.write.format("delta").save(copy)
-    for extra in ({"output": str(tmp_path / "o")}, {"in_place": True, "source": copy}):
-        report = run_unlearn(spark, UnlearnConfig(**{"source": generated["path"], "rule": "likelihood_ratio",
-                                                     "requests": str(tmp_path / "requests"), **DOMAINS, **extra}))
-        assert report["deleted"] > 0 and report["deleted_requested"] == 1
-    plans = _plans_since(spark, start)
-    assert len(plans) > 20 and any("SortMergeJoin" in p for p in plans.values())
-    assert not [i for i, p in plans.items() if "Broadcast" in p]
+    source = spark.read.format("delta").load(generated["path"])
+    deleted = {}
+    for limit in (64.0, 0.0):
+        start = max(_plans_since(spark, -1), default=-1)
+        copy = str(tmp_path / f"copy{limit}")
+        source.write.format("delta").save(copy)
+        for extra in ({"output": str(tmp_path / f"o{limit}")}, {"in_place": True, "source": copy}):
+            report = run_unlearn(spark, UnlearnConfig(**{"source": generated["path"], "rule": "likelihood_ratio",
+                                                         "requests": str(tmp_path / "requests"), **DOMAINS,
+                                                         "broadcast_limit_mb": limit, **extra}))
+            assert report["deleted"] > 0 and report["deleted_requested"] == 1
+        plans = _plans_since(spark, start)
+        key_joins = [p for p in plans.values() if "__deleted_id" in p or "__request_key" in p]
+        broadcast = [p for p in plans.values() if "Broadcast" in p]
+        if limit:
+            assert sum("BroadcastHashJoin" in p for p in key_joins) >= 3
+            assert not any("SortMergeJoin" in p for p in key_joins)
+            assert all("__deleted_id" in p or "__request_key" in p for p in broadcast)
+        else:
+            assert key_joins and any("SortMergeJoin" in p for p in key_joins) and not broadcast
+        deleted[limit] = sorted(r["id"] for r in spark.read.format("delta").load(copy).select("id").collect())
+    assert deleted[64.0] == deleted[0.0]
     assert spark.conf.get("spark.sql.autoBroadcastJoinThreshold") != "-1"  # the session's setting is back
 
 

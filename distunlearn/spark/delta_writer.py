@@ -17,13 +17,14 @@ from pyspark.sql.types import DataType, StringType, StructField, StructType
 
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.session import run_session
-from distunlearn.spark.source import SHUFFLE_JOIN, col
+from distunlearn.spark.keys import KeySet
+from distunlearn.spark.source import col
 from distunlearn.spark.table import TableRef
 
 log = logging.getLogger("distunlearn")
 MANIFEST_COLUMNS = ("run_id", "id", "reason", "rule", "score", "rank")
-# A broadcast join collects its smaller side on the driver: the run's own session never broadcasts the
-# row sets it joins (Delta's MERGE plans its join itself, so a hint cannot reach it).
+# A broadcast join collects its smaller side on the driver: the run's own session broadcasts nothing by
+# itself; only a key set measured beforehand is broadcast, by an explicit hint (``keys.KeySet``).
 NO_BROADCAST_JOINS = {"spark.sql.autoBroadcastJoinThreshold": "-1",
                       "spark.sql.adaptive.autoBroadcastJoinThreshold": "-1"}
 
@@ -114,10 +115,11 @@ def undo_edit(spark: SparkSession, table: TableRef, version: int, run_id: str) -
     return table.latest_version(spark)
 
 
-def write_edited(spark: SparkSession, source: DataFrame, deleted: DataFrame, id_col: str, output: TableRef,
-                 run_id: str) -> int:
-    """Source minus the deleted ids, every column and the schema kept, as a new Delta table."""
-    deleted_ids = deleted.select(F.col("id").alias("__deleted_id")).hint(SHUFFLE_JOIN)
+def write_edited(spark: SparkSession, source: DataFrame, deleted: DataFrame, keys: KeySet, id_col: str,
+                 output: TableRef, run_id: str, broadcast_limit_mb: float) -> int:
+    """Source minus the deleted ids (``keys`` of them: broadcast when under the limit), every column and the
+    schema kept, as a new Delta table."""
+    deleted_ids = keys.hinted(deleted.select(F.col("id").alias("__deleted_id")), broadcast_limit_mb)
     edited = source.join(deleted_ids, col(id_col) == F.col("__deleted_id"), "left_anti").select(*map(col, source.columns))
     output.save(edited, "error", userMetadata=commit_metadata(run_id))
     return committed_version(spark, output, run_id, ("WRITE", "CREATE TABLE AS SELECT", "CREATE TABLE"))
@@ -149,16 +151,19 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def merge_delete(spark: SparkSession, target: TableRef, deleted_ids: DataFrame, id_col: str, run_id: str) -> int:
+def merge_delete(spark: SparkSession, target: TableRef, deleted_ids: DataFrame, keys: KeySet, id_col: str,
+                 run_id: str, broadcast_limit_mb: float) -> int:
     """Delete the rows whose id is in ``deleted_ids`` by a MERGE join (the ids never enter a predicate
     or the log), as one atomic commit carrying the run id; a repeat with the same run id is a no-op
     (Delta's transaction id, bumped past every edit of the run that was undone).
 
-    The ids reach the MERGE's own session as a global temporary view, dropped afterwards."""
+    The ids reach the MERGE's own session as a global temporary view, dropped afterwards; when ``keys``
+    fit in the limit they carry a broadcast hint, which Delta's join keeps, so the table is not shuffled."""
     undone = target.history(spark).where((F.col("userMetadata") == commit_metadata(run_id))
                                          & (F.col("operation") == "RESTORE")).count()
     view = f"distunlearn_deleted_{uuid.uuid4().hex}"
-    deleted_ids.select(F.col("id").alias("__deleted_id")).createOrReplaceGlobalTempView(view)
+    keys.hinted(deleted_ids.select(F.col("id").alias("__deleted_id")), broadcast_limit_mb) \
+        .createOrReplaceGlobalTempView(view)
     key = "`" + id_col.replace("`", "``") + "`"
     try:
         with run_session(spark, commit_conf(run_id, txn_version=1 + undone)) as session:

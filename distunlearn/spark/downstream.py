@@ -4,7 +4,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from distunlearn.spark.source import RETAINED, SHUFFLE_JOIN, UNWANTED
+from distunlearn.spark.keys import SHUFFLE_JOIN
+from distunlearn.spark.source import RETAINED, UNWANTED
 
 SPLIT_BUCKETS = 10_000
 

@@ -6,16 +6,13 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, NumericType
 
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.classic import num_partitions, plan_size_bytes
+from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB, KeySet, key_row_bytes
 from distunlearn.spark.session import cores
 from distunlearn.spark.table import TableRef, first_line
-
-# Joins of row sets (deleted ids, request keys) shuffle: a broadcast would collect them on the driver. A
-# hint travels with the query, so no session setting is changed.
-SHUFFLE_JOIN = "shuffle_merge"
 
 UNWANTED, RETAINED = 1, 2
 
@@ -114,13 +111,20 @@ def predicate(df: DataFrame, sql: str, flag: str) -> Column:
     return F.coalesce(expr, F.lit(False))
 
 
-def read_requests(spark: SparkSession, data: "str | TableRef | DataFrame", key: str) -> DataFrame:
+def read_requests(spark: SparkSession, data: "str | TableRef | DataFrame", key: str,
+                  broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB) -> DataFrame:
     """Distinct non-null keys of a deletion-requests Delta table (or DataFrame), as one column
-    ``__request_key``."""
+    ``__request_key``, hinted to be broadcast to the join with the source when they fit in
+    ``broadcast_limit_mb`` (one aggregate over the keys measures them first)."""
     requests = Source.read(spark, data, "delta", flag="--requests").df
     if key not in requests.columns:
         raise DistunlearnError(f"--requests has no column {key!r} (columns: {', '.join(requests.columns)})")
-    return requests.select(col(key).alias("__request_key")).where(F.col("__request_key").isNotNull()).distinct()
+    keys = requests.select(col(key).alias("__request_key")).where(F.col("__request_key").isNotNull()).distinct()
+    dtype = keys.schema["__request_key"].dataType
+    width = F.max(F.octet_length("__request_key")) if key_row_bytes(dtype) > key_row_bytes(IntegerType()) \
+        else F.lit(None)
+    size = keys.agg(F.count(F.lit(1)).alias("rows"), width.alias("width")).first()
+    return KeySet(size["rows"], key_row_bytes(dtype, size["width"] or 0)).hinted(keys, broadcast_limit_mb)
 
 
 def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, retained: str | None,
@@ -143,7 +147,7 @@ def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, r
     domain = F.when(is_unwanted, F.lit(UNWANTED)).when(is_retained, F.lit(RETAINED))
     requested = F.lit(False)
     if requests is not None:
-        df = df.join(requests.hint(SHUFFLE_JOIN), col(key) == F.col("__request_key"), "left")
+        df = df.join(requests, col(key) == F.col("__request_key"), "left")
         requested = F.col("__request_key").isNotNull()
     label = []
     if label_col:

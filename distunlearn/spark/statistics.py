@@ -32,11 +32,13 @@ ROWS_PER_TASK = 3   # a merge task's output: one partial per domain and a counte
 
 @dataclass(frozen=True)
 class DomainStatistics:
-    """Both domains' moments and, when asked for, the unwanted rows not requested as (id, vec)."""
+    """Both domains' moments, the longest string id in bytes (0 for other id types) and, when asked for,
+    the unwanted rows not requested as (id, vec)."""
 
     unwanted: DomainMoments
     retained: DomainMoments
     unwanted_rows: DataFrame | None
+    id_bytes: int = 0
 
 
 def domain_statistics(labelled: DataFrame, id_col: str, vector_col: str,
@@ -60,7 +62,7 @@ def domain_statistics(labelled: DataFrame, id_col: str, vector_col: str,
         raise DistunlearnError(f"id column {id_col!r} has duplicate values; ids must be unique")
     dim = acc.max_dim
     rows = scanned.where(F.col("kind") == 1).select("id", "vec") if keep_unwanted else None
-    return DomainStatistics(acc.domain(UNWANTED, dim), acc.domain(RETAINED, dim), rows)
+    return DomainStatistics(acc.domain(UNWANTED, dim), acc.domain(RETAINED, dim), rows, acc.id_bytes)
 
 
 def merge_levels(rows: int, row_bytes: int) -> list[int]:
