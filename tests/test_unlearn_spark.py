@@ -323,3 +323,28 @@ def test_chunk_ids_survive_a_forced_coalesce(spark, generated):
     ordering.rows = checkpointed.where(F.col("chunk") != F.lit(1))
     with pytest.raises(RuntimeError, match="ordered rows"):
         ordering.choose(fitted.kl, thresholds, nothing)
+
+
+def test_selection_chunks_follow_the_data_not_the_slots(spark, generated, monkeypatch):
+    """With the session's slots fixed (4), 60 unwanted rows of 4 dims at 320 bytes a chunk make 6 chunks (the
+    data's count, where slots used to set 2 per slot), each a run of consecutive ranks; the budget still equals
+    brute force."""
+    from distunlearn.core.selection import Removed, Thresholds
+    from distunlearn.pipeline import Domains, fit, read_labelled, score
+    from distunlearn.spark import ordering as spark_ordering
+
+    assert spark_ordering.chunk_count(4_000_000, 64) == 16 and spark_ordering.chunk_count(4_000_000, 1536) == 367
+    assert spark_ordering.chunk_count(10**10, 1536) == spark_ordering.MAX_CHUNKS
+    monkeypatch.setattr(spark_ordering, "CHUNK_BYTES", 320)
+    assert spark.sparkContext.defaultParallelism == 4
+    domains = Domains("id", "embedding", **DOMAINS)
+    fitted = fit(read_labelled(spark, generated["path"], "delta", domains).rows, domains, 1e-6)
+    ordering = spark_ordering.RuleOrdering(score(fitted, ("likelihood_ratio",), 0).rows, "likelihood_ratio", 60, 4)
+    assert ordering.chunks == 6 and ordering.rows.select("chunk").distinct().count() == 6
+    thresholds = Thresholds.resolve(fitted.kl, alpha_rel=0.5, epsilon_rel=1.0)
+    chosen = ordering.choose(fitted.kl, thresholds, Removed.nothing(4))
+    f, rows = reference.smallest_budget(generated["x1"], generated["x2"], generated["ids1"], "likelihood_ratio",
+                                        thresholds.alpha, thresholds.epsilon)
+    assert chosen.deleted == f > 0
+    ranks = sorted((r["rank"], r["id"]) for r in ordering.deleted(f).collect())
+    assert [i for _, i in ranks] == generated["ids1"][rows].tolist()

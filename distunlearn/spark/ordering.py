@@ -12,21 +12,22 @@ from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, Stru
 from distunlearn.core.curves import Curve
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import BudgetChoice, ChunkScan, EditedKL, Removed, Thresholds, choose_budget
-from distunlearn.spark.session import cores
 from distunlearn.udfs.ordering import (CURVE_SCHEMA, SCAN_SCHEMA, TOTALS_SCHEMA, chunk_curve, chunk_scanner,
                                       chunk_totals, ranked_rows)
 from distunlearn.udfs.scoring import score_column, scorer
 
-# Chunks (= tasks of every pass in deletion order): two per core, so that every core is busy, but no fewer
-# than ROWS_PER_CHUNK rows each on average and at most MAX_CHUNKS (the driver holds chunks x dims numbers).
-# A chunk is sorted by Spark (which spills) and streamed through Python, so its size needs no bound; one
-# chunk needs neither the range partitioner's sampling job, nor a shuffle, nor a pass for chunk totals.
-ROWS_PER_CHUNK = 250_000
-MAX_CHUNKS = 512
+# Chunks (= tasks of every pass in deletion order) are sized by the data, not by the cluster's slots at plan
+# time: one per CHUNK_BYTES of whitened float64 rows, at most MAX_CHUNKS (the driver holds chunks x dims
+# numbers). A chunk is sorted by Spark (which spills) and streamed through Python, so its size needs no
+# hard bound; one chunk needs neither the range partitioner's sampling job, nor a shuffle, nor a pass for
+# chunk totals.
+CHUNK_BYTES = 128 * 1024 * 1024
+MAX_CHUNKS = 4096
 
 
-def chunk_count(n_unwanted: int, slots: int) -> int:
-    return max(1, min(MAX_CHUNKS, 2 * slots, math.ceil(n_unwanted / ROWS_PER_CHUNK)))
+def chunk_count(n_unwanted: int, dim: int) -> int:
+    """Chunks for ``n_unwanted`` rows of ``dim`` float64 numbers each."""
+    return max(1, min(MAX_CHUNKS, math.ceil(n_unwanted * dim * 8 / CHUNK_BYTES)))
 
 
 def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int) -> DataFrame:
@@ -54,7 +55,7 @@ class RuleOrdering:
 
     def __init__(self, scored: DataFrame, rule: str, n_rows: int, dim: int, chunks: int | None = None):
         self.rule, self.n_rows = rule, n_rows
-        self.chunks = chunks or chunk_count(n_rows, cores(scored.sparkSession))
+        self.chunks = chunks or chunk_count(n_rows, dim)
         order = [F.col("score").desc(), F.col("id").asc()]
         rows = scored.select("id", "y", F.col(score_column(rule)).alias("score"))
         rows = rows.coalesce(1) if self.chunks == 1 else rows.repartitionByRange(self.chunks, *order)
