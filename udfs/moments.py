@@ -1,7 +1,9 @@
 """Per-partition domain moments and input checks, and their pairwise merge.
 
 A partial is one row per domain: the count, the mean and the packed upper triangle of the scatter matrix
-as little-endian float64 bytes (``binary`` columns, no Python lists), plus one row of input counters.
+as little-endian float64 bytes (``binary`` columns, no Python lists), plus one row of input counters. A
+partition with fewer rows of a domain than half the dimension sends those rows instead (``raw_rows`` of
+them, in ``m2``), which is smaller: many small files then cost their rows, not d^2 numbers each.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from distunlearn.udfs.vectors import list_lengths, to_matrix
 
 SCHEMA = ("domain int, n long, mean binary, m2 binary, "
           "null_ids long, null_vectors long, nonfinite long, min_dim int, max_dim int, "
-          "too_large long, largest double, example_id string")
+          "too_large long, largest double, example_id string, id_bytes int, raw_rows int")
 
 # A value whose square (summed over rows) could overflow float64 moments: sqrt(max float64) is 1.3e154.
 TOO_LARGE = 1e150
@@ -27,14 +29,18 @@ class MomentsAccumulator:
 
     def __init__(self):
         self.moments: dict[int, PackedMoments] = {}
+        self.raw: dict[int, list[np.ndarray]] = {}   # a domain's rows while they are fewer than dim / 2
         self.null_ids = self.null_vectors = self.nonfinite = self.too_large = 0
         self.min_dim, self.max_dim = _NO_DIM_MIN, _NO_DIM_MAX
         self.largest = 0.0
         self.example_id: str | None = None   # one row with a too-large value, to name in the error
+        self.id_bytes = 0   # the longest string or binary id, in bytes (sizes a broadcast of deleted ids)
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
         """Add a batch of columns (id, domain, vec)."""
         self.null_ids += batch.column("id").null_count
+        if _variable_width(batch.column("id").type) and batch.num_rows:
+            self.id_bytes = max(self.id_bytes, pc.max(pc.binary_length(batch.column("id"))).as_py() or 0)
         domain = batch.column("domain").fill_null(0).to_numpy(zero_copy_only=False)
         vectors, ids = batch.column("vec"), batch.column("id")
         if not (domain > 0).all():
@@ -67,8 +73,17 @@ class MomentsAccumulator:
         for label in (1, 2):
             rows = x[domain == label]
             if len(rows):
-                part = DomainMoments.from_rows(rows)
-                self._merge(label, part.n, part.mean, pack_upper(part.m2))
+                self._add_rows(label, rows)
+
+    def _add_rows(self, label: int, rows: np.ndarray) -> None:
+        """Keep a domain's rows while they are fewer than half the dimension, else merge them as moments."""
+        if label not in self.moments and sum(map(len, self.raw.get(label, []))) + len(rows) <= rows.shape[1] // 2:
+            self.raw.setdefault(label, []).append(rows)
+            return
+        if label in self.raw:
+            rows = np.concatenate([*self.raw.pop(label), rows])
+        part = DomainMoments.from_rows(rows)
+        self._merge(label, part.n, part.mean, pack_upper(part.m2))
 
     def _merge(self, label: int, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
         if label in self.moments:
@@ -83,37 +98,55 @@ class MomentsAccumulator:
         self.too_large += row["too_large"]
         self.largest = max(self.largest, row["largest"])
         self.example_id = self.example_id or row["example_id"]
+        self.id_bytes = max(self.id_bytes, row["id_bytes"])
         self.min_dim, self.max_dim = min(self.min_dim, row["min_dim"]), max(self.max_dim, row["max_dim"])
         label = row["domain"]
         if label <= 0:
             return
         mean = np.frombuffer(row["mean"], dtype="<f8")
-        known = {m.dim for m in self.moments.values()}
+        known = {m.dim for m in self.moments.values()} | {parts[0].shape[1] for parts in self.raw.values()}
         if known and len(mean) not in known:  # partitions of different lengths: ragged input
             self.min_dim, self.max_dim = min(self.min_dim, len(mean), *known), max(self.max_dim, len(mean), *known)
+        elif row["raw_rows"]:
+            rows = np.frombuffer(row["m2"], dtype="<f8").reshape(row["raw_rows"], len(mean))
+            self._add_rows(label, rows.copy())   # not a view that would keep the whole Arrow batch alive
         else:
             self._merge(label, row["n"], mean, np.frombuffer(row["m2"], dtype="<f8"))
 
     def domain(self, label: int, dim: int) -> DomainMoments:
         """The merged moments of domain ``label`` (1 unwanted, 2 retained), empty when no row was seen."""
+        if label in self.raw:
+            return DomainMoments.from_rows(np.concatenate(self.raw[label]))
         return self.moments[label].unpacked() if label in self.moments else DomainMoments.empty(dim)
 
     def to_batch(self) -> pa.RecordBatch:
         neutral = dict(null_ids=0, null_vectors=0, nonfinite=0, min_dim=_NO_DIM_MIN, max_dim=_NO_DIM_MAX,
-                       too_large=0, largest=0.0, example_id=None)
+                       too_large=0, largest=0.0, example_id=None, id_bytes=0, raw_rows=0)
         rows = [dict(domain=0, n=0, mean=b"", m2=b"", null_ids=int(self.null_ids), null_vectors=self.null_vectors,
                      nonfinite=self.nonfinite, min_dim=self.min_dim, max_dim=self.max_dim,
-                     too_large=self.too_large, largest=self.largest, example_id=self.example_id)]
+                     too_large=self.too_large, largest=self.largest, example_id=self.example_id,
+                     id_bytes=self.id_bytes, raw_rows=0)]
         rows += [dict(domain=label, n=m.n, mean=m.mean.astype("<f8").tobytes(), m2=m.m2.astype("<f8").tobytes(),
                       **neutral)
                  for label, m in sorted(self.moments.items())]
+        for label, parts in sorted(self.raw.items()):
+            x = np.concatenate(parts)
+            rows.append(dict(neutral, domain=label, n=len(x), mean=x.mean(axis=0).astype("<f8").tobytes(),
+                             m2=x.astype("<f8").tobytes(), raw_rows=len(x)))
         return pa.RecordBatch.from_pylist(rows, schema=_arrow_schema())
 
 
 def _arrow_schema() -> pa.Schema:
-    return pa.schema([("domain", pa.int32()), ("n", pa.int64()), ("mean", pa.binary()), ("m2", pa.binary()), ("null_ids", pa.int64()), ("null_vectors", pa.int64()),
+    return pa.schema([("domain", pa.int32()), ("n", pa.int64()), ("mean", pa.binary()), ("m2", pa.binary()),
+                      ("null_ids", pa.int64()), ("null_vectors", pa.int64()),
                       ("nonfinite", pa.int64()), ("min_dim", pa.int32()), ("max_dim", pa.int32()),
-                      ("too_large", pa.int64()), ("largest", pa.float64()), ("example_id", pa.string())])
+                      ("too_large", pa.int64()), ("largest", pa.float64()), ("example_id", pa.string()),
+                      ("id_bytes", pa.int32()), ("raw_rows", pa.int32())])
+
+
+def _variable_width(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_binary(dtype) or pa.types.is_large_string(dtype) \
+        or pa.types.is_large_binary(dtype)
 
 
 def domain_scan(id_type: pa.DataType, vec_type: pa.DataType, keep_unwanted: bool):
