@@ -47,6 +47,7 @@ class Unlearner:
     ``epsilon``/``epsilon_rel`` (preservation, default ``epsilon_rel=1.0``); see the README.
     ``requests`` (a table or a DataFrame of keys) deletes those rows whatever their domain. Deleted ids
     and request keys are broadcast to their joins when they take at most ``broadcast_limit_mb`` MiB.
+    ``checkpoint_dir``: reliable checkpoints there (the session's ``spark.checkpoint.dir``) instead of local ones.
     """
 
     def __init__(self, unwanted: str, retained: str | None = None, *, id_col: str = "id",
@@ -54,12 +55,13 @@ class Unlearner:
                  alpha_rel: float | None = None, epsilon_rel: float | None = None, rule: str = "auto",
                  seed: int = 0, ridge: float = 1e-6, order_chunks: int | None = None, requests=None,
                  request_key: str | None = None, format: str = "delta",
-                 broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB):
+                 broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB, checkpoint_dir: str | None = None):
         self.config = UnlearnConfig(source="<unset>", unwanted=unwanted, retained=retained, id_col=id_col,
                                     vector_col=vector_col, alpha=alpha, epsilon=epsilon, alpha_rel=alpha_rel,
                                     epsilon_rel=epsilon_rel, rule=rule, seed=seed, ridge=ridge,
                                     order_chunks=order_chunks, requests=requests, request_key=request_key,
-                                    format=format, broadcast_limit_mb=broadcast_limit_mb, dry_run=True)
+                                    format=format, broadcast_limit_mb=broadcast_limit_mb,
+                                    checkpoint_dir=checkpoint_dir, dry_run=True)
 
     @classmethod
     def from_config(cls, config: UnlearnConfig) -> "Unlearner":
@@ -79,7 +81,7 @@ class Unlearner:
         spark = _session(data, spark)
         config = dataclasses.replace(self.config, source=data)
         run_id = run_id or str(uuid.uuid4())
-        return Plan(spark, plan_unlearning(spark, config, run_id))
+        return Plan(spark, plan_unlearning(spark, config, run_id, keep_orderings=True))
 
     def evaluate(self, data: "DataFrame | str", spark: SparkSession | None = None, **options) -> dict:
         """Every rule's budget curves, halving budget and the frontier (``EvaluateConfig`` options such as
@@ -89,6 +91,7 @@ class Unlearner:
         c = self.config
         config = EvaluateConfig(source=data, unwanted=c.unwanted, retained=c.retained, id_col=c.id_col,
                                 vector_col=c.vector_col, seed=c.seed, ridge=c.ridge, order_chunks=c.order_chunks,
+                                checkpoint_dir=c.checkpoint_dir,
                                 format=c.format, **options)
         return evaluate(_session(data, spark), config)
 

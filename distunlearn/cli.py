@@ -29,6 +29,9 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed of the random rule (default 0)")
     p.add_argument("--ridge", type=float, help="ridge lambda: adds lambda*trace(Sigma)/d*I (default 1e-6)")
     p.add_argument("--order-chunks", type=int, help="chunks of the ordered unwanted rows (default: by size)")
+    p.add_argument("--checkpoint-dir",
+                   help="reliable checkpoints in this directory (survive a lost executor); the session must use it "
+                        "as spark.checkpoint.dir, which a local session does (default: local checkpoints)")
     p.add_argument("--report", help="path of the JSON report")
     add_session_arguments(p)
 
@@ -224,6 +227,11 @@ def session(args: argparse.Namespace, conf: dict | None = None, config=None):
     from distunlearn.spark.session import get_session, object_store_packages
 
     tables = [getattr(config if config is not None else args, f, None) for f in TABLE_FIELDS]
+    checkpoint_dir = getattr(config, "checkpoint_dir", None)
+    if checkpoint_dir and not (getattr(args, "remote", None) or os.environ.get("SPARK_REMOTE")):
+        from distunlearn.spark.checkpoints import session_conf_for
+
+        conf = {**session_conf_for(checkpoint_dir), **(conf or {})}   # startup settings of a local session
     return get_session(master=getattr(args, "master", None), conf=conf, remote=getattr(args, "remote", None),
                        spark_log=getattr(args, "spark_log", None), packages=object_store_packages(*tables))
 

@@ -36,6 +36,7 @@ class SourceConfig:
     seed: int = 0
     ridge: float = 1e-6
     order_chunks: int | None = None
+    checkpoint_dir: str | None = None
     report: str | None = None
     spark_conf: dict = field(default_factory=dict)
 

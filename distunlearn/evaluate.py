@@ -17,6 +17,7 @@ from distunlearn.core.selection import Removed, alpha_max
 from distunlearn.errors import DistunlearnError
 from distunlearn.pipeline import Domains, fit, order, read_labelled, score
 from distunlearn.progress import phase
+from distunlearn.spark.checkpoints import check_checkpoint_dir
 from distunlearn.spark.ordering import RuleOrdering
 
 log = logging.getLogger("distunlearn")
@@ -31,6 +32,7 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
     if config.report and os.path.isdir(config.report):
         raise DistunlearnError(f"--report {config.report} is a directory; give a file path such as out/eval.json")
     domains = Domains.of(config)
+    check_checkpoint_dir(spark, config.checkpoint_dir)
     labelled = read_labelled(spark, config.source, config.format, domains,
                              label_col=config.label_col if config.downstream else None)
     source, rows = labelled.source, labelled.rows
@@ -42,7 +44,7 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
         downstream = Downstream(train, test, config.max_iter, config.reg_param)
         rows = train
 
-    fitted = fit(rows, domains, config.ridge)
+    fitted = fit(rows, domains, config.ridge, reliable=config.checkpoint_dir is not None)
     stats, model, kl = fitted.stats, fitted.model, fitted.kl
     grid = budget_grid(model.n1, config.points)
     halving = halving_thresholds(kl)

@@ -23,6 +23,7 @@ from distunlearn.progress import phase
 from distunlearn.spark.delta_writer import (check_manifest, check_targets, committed_version, manifest_rows,
                                             merge_delete, read_version, replace_run_rows, undo_edit,
                                             warn_if_unsafe_s3_writes, write_edited)
+from distunlearn.spark.checkpoints import check_checkpoint_dir
 from distunlearn.spark.keys import KeySet, key_row_bytes
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.ordering import RuleOrdering
@@ -46,7 +47,7 @@ class UnlearnPlan:
     thresholds: Thresholds
     choices: list[BudgetChoice]
     chosen: BudgetChoice
-    orderings: dict[str, RuleOrdering]   # every evaluated rule's deletion order
+    orderings: dict[str, RuleOrdering]   # the chosen rule's deletion order (every rule's with keep_orderings)
     requested: DataFrame      # (id) of every requested row, whatever its domain
     removed: Removed          # requested rows of the two domains: already out of the edited data
     n_requested: int
@@ -82,13 +83,17 @@ class UnlearnPlan:
         return {"mu1": m.mu1.tolist(), "mu2": m.mu2.tolist(), "sigma": m.sigma.ravel().tolist()}
 
 
-def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> UnlearnPlan:
-    """Statistics, model, thresholds and every evaluated rule's smallest budget; writes nothing."""
+def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str,
+                    keep_orderings: bool = False) -> UnlearnPlan:
+    """Statistics, model, thresholds and every evaluated rule's smallest budget; writes nothing. The
+    deletion order of a rule that loses is released at once unless ``keep_orderings`` (curves of every
+    rule)."""
     domains = Domains.of(config)
+    check_checkpoint_dir(spark, config.checkpoint_dir)
     requests = read_requests(spark, config.requests, config.request_key or config.id_col, config.broadcast_limit_mb) \
         if config.requests is not None else None
     labelled = read_labelled(spark, config.source, config.format, domains, requests, config.request_key)
-    fitted = fit(labelled.rows, domains, config.ridge)
+    fitted = fit(labelled.rows, domains, config.ridge, reliable=config.checkpoint_dir is not None)
     model, kl = fitted.model, fitted.kl
     thresholds = Thresholds.resolve(kl, **config.thresholds)
     removed, n_requested = Removed.nothing(model.dim), 0
@@ -107,7 +112,12 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str) -> 
         choices.append(choice)
         orderings[rule] = ordering
         if best is None or _better(choice, best[0]):
+            if best is not None and not keep_orderings:
+                del orderings[best[0].rule]   # its checkpoint goes with the last reference
             best = (choice, ordering)
+        elif not keep_orderings:
+            del orderings[rule]
+        del ordering
     requested = labelled.rows.where(F.col("requested")).select("id")
     return UnlearnPlan(run_id, config, labelled.source, model, kl, thresholds, choices, best[0], orderings,
                        requested, removed, n_requested, fitted.stats.id_bytes)

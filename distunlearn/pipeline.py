@@ -41,11 +41,13 @@ class Labelled:
 
 @dataclass(frozen=True)
 class Fitted:
-    """Domain statistics, the pooled Gaussian model and its edited-KL calculator."""
+    """Domain statistics, the pooled Gaussian model and its edited-KL calculator; ``reliable``: later steps
+    checkpoint to the checkpoint directory instead of the executors."""
 
     stats: DomainStatistics
     model: PooledGaussian
     kl: EditedKL
+    reliable: bool = False
 
 
 def read_labelled(spark: SparkSession, data, fmt: str, domains: Domains, requests: DataFrame | None = None,
@@ -56,19 +58,19 @@ def read_labelled(spark: SparkSession, data, fmt: str, domains: Domains, request
                                           domains.retained, requests, request_key, label_col))
 
 
-def statistics(rows: DataFrame, domains: Domains, keep_unwanted: bool) -> DomainStatistics:
+def statistics(rows: DataFrame, domains: Domains, keep_unwanted: bool, reliable: bool = False) -> DomainStatistics:
     """One pass: both domains' moments, the input checks and (``keep_unwanted``) the rows to score."""
     with phase("statistics pass") as detail:
-        stats = domain_statistics(rows, domains.id_col, domains.vector_col, keep_unwanted=keep_unwanted)
+        stats = domain_statistics(rows, domains.id_col, domains.vector_col, keep_unwanted, reliable)
         detail.update(unwanted=stats.unwanted.n, retained=stats.retained.n, dims=stats.unwanted.dim)
     return stats
 
 
-def fit(rows: DataFrame, domains: Domains, ridge: float) -> Fitted:
+def fit(rows: DataFrame, domains: Domains, ridge: float, reliable: bool = False) -> Fitted:
     """The statistics pass (keeping the unwanted rows for scoring), then the model."""
-    stats = statistics(rows, domains, keep_unwanted=True)
+    stats = statistics(rows, domains, keep_unwanted=True, reliable=reliable)
     model = PooledGaussian.fit(stats.unwanted, stats.retained, ridge)
-    return Fitted(stats, model, EditedKL.from_model(model))
+    return Fitted(stats, model, EditedKL.from_model(model), reliable)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class Scored:
 def score(fitted: Fitted, rules: tuple[str, ...], seed: int) -> Scored:
     """Every rule's score of every kept unwanted row, computed once and frozen."""
     with phase("scoring pass") as detail:
-        scored = score_unwanted(fitted.stats.unwanted_rows, fitted.model, rules, seed)
+        scored = score_unwanted(fitted.stats.unwanted_rows, fitted.model, rules, seed, fitted.reliable)
         n = scored.count()
         detail.update(rules=len(rules), rows=n)
     return Scored(scored, n)
@@ -90,4 +92,4 @@ def score(fitted: Fitted, rules: tuple[str, ...], seed: int) -> Scored:
 
 def order(scored: Scored, rule: str, fitted: Fitted, chunks: int | None) -> RuleOrdering:
     """One rule's deletion order in chunks of consecutive ranks."""
-    return RuleOrdering(scored.rows, rule, scored.n, fitted.model.dim, chunks)
+    return RuleOrdering(scored.rows, rule, scored.n, fitted.model.dim, chunks, fitted.reliable)

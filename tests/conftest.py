@@ -10,6 +10,7 @@ import pytest
 import reliability
 from cluster import C1_ONLY
 from connect_server import ConnectServer, hive_conf
+from distunlearn.spark.checkpoints import session_conf_for
 from distunlearn.spark.session import get_session, object_store_packages
 from s3_server import S3Server
 
@@ -50,6 +51,7 @@ def spark(tmp_path_factory, s3_server):
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
         **hive_conf(metastore),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={metastore}",
+        **session_conf_for(str(tmp_path_factory.mktemp("checkpoints"))),   # for --checkpoint-dir
     })
     yield session
     session.stop()

@@ -348,3 +348,23 @@ def test_selection_chunks_follow_the_data_not_the_slots(spark, generated, monkey
     assert chosen.deleted == f > 0
     ranks = sorted((r["rank"], r["id"]) for r in ordering.deleted(f).collect())
     assert [i for _, i in ranks] == generated["ids1"][rows].tolist()
+
+
+def test_reliable_checkpoints_in_the_sessions_checkpoint_dir(spark, generated, tmp_path):
+    """``checkpoint_dir`` freezes the scanned, scored and ordered rows as reliable checkpoints in the
+    session's checkpoint directory (files appear there) with the same deletion set as local checkpoints;
+    a directory the session does not use is refused before any work."""
+    from distunlearn import Unlearner
+    from distunlearn.errors import DistunlearnError
+
+    directory = spark.conf.get("spark.checkpoint.dir")
+    before = set(Path(directory).rglob("*"))
+    unlearner = dict(unwanted=DOMAINS["unwanted"], retained=DOMAINS["retained"], rule="likelihood_ratio")
+    local = Unlearner(**unlearner).plan(generated["path"], spark)
+    reliable = Unlearner(**unlearner, checkpoint_dir=directory).plan(generated["path"], spark)
+    assert [p for p in set(Path(directory).rglob("*")) - before if p.is_file()]
+    assert reliable.deleted == local.deleted > 0
+    ids = [sorted(r["id"] for r in plan.deletion_set().collect()) for plan in (local, reliable)]
+    assert ids[0] == ids[1]
+    with pytest.raises(DistunlearnError, match="checkpoints to"):
+        Unlearner(**unlearner, checkpoint_dir=str(tmp_path / "elsewhere")).plan(generated["path"], spark)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, StructType
@@ -12,6 +11,7 @@ from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, Stru
 from distunlearn.core.curves import Curve
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import BudgetChoice, ChunkScan, EditedKL, Removed, Thresholds, choose_budget
+from distunlearn.spark.checkpoints import freeze
 from distunlearn.udfs.ordering import (CURVE_SCHEMA, SCAN_SCHEMA, TOTALS_SCHEMA, chunk_curve, chunk_scanner,
                                       chunk_totals, ranked_rows)
 from distunlearn.udfs.scoring import score_column, scorer
@@ -30,9 +30,10 @@ def chunk_count(n_unwanted: int, dim: int) -> int:
     return max(1, min(MAX_CHUNKS, math.ceil(n_unwanted * dim * 8 / CHUNK_BYTES)))
 
 
-def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int) -> DataFrame:
-    """The unwanted rows ``(id, vec)`` as (id, y, score_<rule>...), computed once and frozen in a local
-    checkpoint.
+def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int,
+                   reliable: bool = False) -> DataFrame:
+    """The unwanted rows ``(id, vec)`` as (id, y, score_<rule>...), computed once and frozen in a checkpoint
+    (``reliable`` or local).
 
     Freezing matters: every later pass must see bit-identical scores, so the deletion set is
     exactly the rows ranked 1..f even if floating-point sums would differ on recomputation.
@@ -41,7 +42,7 @@ def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...
     schema = StructType([StructField("id", id_type), StructField("y", ArrayType(DoubleType()))]
                         + [StructField(score_column(r), DoubleType()) for r in rules])
     keyed = rows.select("id", "vec", F.xxhash64(F.lit(seed), F.col("id")).cast("double").alias("random_key"))
-    return keyed.mapInArrow(scorer(model, rules), schema).localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+    return freeze(keyed.mapInArrow(scorer(model, rules), schema), reliable)
 
 
 class RuleOrdering:
@@ -53,14 +54,15 @@ class RuleOrdering:
     Only per-chunk counts and whitened sums (chunks x dims numbers) reach the driver.
     """
 
-    def __init__(self, scored: DataFrame, rule: str, n_rows: int, dim: int, chunks: int | None = None):
+    def __init__(self, scored: DataFrame, rule: str, n_rows: int, dim: int, chunks: int | None = None,
+                 reliable: bool = False):
         self.rule, self.n_rows = rule, n_rows
         self.chunks = chunks or chunk_count(n_rows, dim)
         order = [F.col("score").desc(), F.col("id").asc()]
         rows = scored.select("id", "y", F.col(score_column(rule)).alias("score"))
         rows = rows.coalesce(1) if self.chunks == 1 else rows.repartitionByRange(self.chunks, *order)
         rows = rows.sortWithinPartitions(*order).withColumn("chunk", F.spark_partition_id())
-        self.rows = rows.localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+        self.rows = freeze(rows, reliable)
         totals = {0: (n_rows, np.zeros(dim))} if self.chunks == 1 else \
             {r["chunk"]: (r["n"], np.asarray(r["z"])) for r in
              self.rows.mapInArrow(chunk_totals(dim), TOTALS_SCHEMA).collect()}

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_type
 
 from distunlearn.core.moments import DomainMoments
 from distunlearn.errors import DistunlearnError
+from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.session import run_session
 from distunlearn.spark.source import RETAINED, UNWANTED
 from distunlearn.udfs.moments import SCHEMA, MomentsAccumulator, domain_scan, merge_moments
@@ -42,12 +42,12 @@ class DomainStatistics:
 
 
 def domain_statistics(labelled: DataFrame, id_col: str, vector_col: str,
-                      keep_unwanted: bool = False) -> DomainStatistics:
+                      keep_unwanted: bool = False, reliable: bool = False) -> DomainStatistics:
     """Moments of the unwanted and retained domains, after rejecting bad input with one clear line.
 
     The source is read once: partitions emit one row per domain, merged so that the driver never holds
     more than ``DRIVER_BYTES`` of them (``merge_levels``). With ``keep_unwanted`` the same read also keeps
-    the unwanted rows (a local checkpoint on the executors, never the driver), so that scoring does not
+    the unwanted rows (a checkpoint, ``reliable`` or local, never on the driver), so that scoring does not
     read the source a second time.
     """
     schema = labelled.schema
@@ -55,7 +55,7 @@ def domain_statistics(labelled: DataFrame, id_col: str, vector_col: str,
         domain_scan(to_arrow_type(schema["id"].dataType), to_arrow_type(schema["vec"].dataType), keep_unwanted),
         f"kind int, id {schema['id'].dataType.simpleString()}, vec {schema['vec'].dataType.simpleString()}, "
         f"{SCHEMA}")
-    scanned = scanned.localCheckpoint(True, StorageLevel.MEMORY_AND_DISK)
+    scanned = freeze(scanned, reliable)
     acc = _merged(scanned.where(F.col("kind") == 0).drop("kind", "id", "vec"))
     _check(acc, id_col, vector_col)
     if _has_duplicates(labelled):
