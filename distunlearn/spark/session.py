@@ -20,11 +20,21 @@ DELTA_CONF = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
+def local_driver_memory() -> str:
+    """Heap of a local JVM, which also runs the executors and holds their checkpoints: a quarter of the
+    machine's memory, between 2 and 8 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return "2g"
+    return f"{max(2, min(8, total // 4 // 2**30))}g"
+
+
 LOCAL_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
-    "spark.driver.memory": "2g",
+    "spark.driver.memory": local_driver_memory(),
     "spark.databricks.delta.snapshotPartitions": "8",
     # VACUUM lists files with this many tasks (default 10000): far too many for one machine
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
