@@ -122,13 +122,19 @@ def test_plan_and_output_delete_the_brute_force_set(mode, data):
     assert json.loads(history.first()["userMetadata"]) == {"distunlearn_run_id": plan.run_id}
 
 
-def test_dataframe_input_gives_the_same_plan_as_its_table(connect_spark, data, tmp_path):
-    """Over Connect (the classic path runs in the quickstart notebook)."""
+def test_dataframe_input_gives_the_same_plan_as_its_table(connect_spark, data, tmp_path, monkeypatch):
+    """Over Connect (the classic path runs in the quickstart notebook); the DataFrame's moments go through
+    the executors' merge tree (its own Connect session, the partials as a global temporary view)."""
+    from distunlearn.spark import statistics
+
     mode = Mode("connect", connect_spark, tmp_path)
     source = mode.table(data["table"], "frame")
-    df = mode.spark.read.format("delta").load(source)
+    df = mode.spark.read.format("delta").load(source).repartition(6)
     unlearner = Unlearner(rule="distance_to_retained", **DOMAINS)
-    by_frame, by_table = unlearner.plan(df), unlearner.plan(source, spark=mode.spark)
+    by_table = unlearner.plan(source, spark=mode.spark)
+    monkeypatch.setattr(statistics, "DRIVER_BYTES", 1)
+    monkeypatch.setattr(statistics, "MIN_FAN_IN", 4)
+    by_frame = unlearner.plan(df)
     assert by_frame.deleted == by_table.deleted > 0 and by_frame.report["source_version"] is None
     assert {r["id"] for r in by_frame.deletion_set().collect()} == {r["id"] for r in by_table.deletion_set().collect()}
 
