@@ -167,11 +167,10 @@ def test_statistics_pass_is_exact_with_a_large_offset(spark, tmp_path, monkeypat
     x1, x2 = x1 * 1.0, x2 * 1.0
     path = write_delta(spark, domain_table(x1, x2, vector_type="double"), tmp_path / "t", partitions=7)
     labelled = labelled_rows(Source.read(spark, path), "id", "embedding", **DOMAINS).repartition(40)
-    # the driver merges the 40 partitions' partials; then a tree of merge tasks (fan-in 4: 3 levels) does
+    # the driver merges the 40 partitions' partials; then a tree of merge tasks (fan-in 16: 3 levels) does
     for forced_tree in (False, True):
         if forced_tree:
             monkeypatch.setattr(statistics, "DRIVER_BYTES", 1)
-            monkeypatch.setattr(statistics, "MIN_FAN_IN", 4)
             monkeypatch.setattr(statistics, "TASK_BYTES", 1)
         stats = domain_statistics(labelled, "id", "embedding")
         for moments, x in ((stats.unwanted, x1), (stats.retained, x2)):
@@ -181,7 +180,7 @@ def test_statistics_pass_is_exact_with_a_large_offset(spark, tmp_path, monkeypat
 
 
 def test_the_merge_tree_gives_the_moments_of_the_one_level_merge(spark, tmp_path, monkeypatch):
-    """At 64 dims over 48 partitions: the tree (five levels of 8-way merge tasks, batches of one partial) and the
+    """At 64 dims over 48 partitions: the tree (three levels of 12-way merge tasks, batches of one partial) and the
     driver's own merge of every partial give the same moments, to rounding."""
     x1, x2 = gaussian_domains(300, 900, 64, shift=0.3, seed=8, offset=2.0)
     path = write_delta(spark, domain_table(x1, x2, vector_type="double"), tmp_path / "t", partitions=4)
@@ -189,10 +188,10 @@ def test_the_merge_tree_gives_the_moments_of_the_one_level_merge(spark, tmp_path
     one_level = domain_statistics(labelled, "id", "embedding")
     assert statistics.merge_levels(3 * 48, 17_000) == []
     monkeypatch.setattr(statistics, "DRIVER_BYTES", 1)
-    monkeypatch.setattr(statistics, "MIN_FAN_IN", 8)
+    monkeypatch.setattr(statistics, "MIN_FAN_IN", 12)
     monkeypatch.setattr(statistics, "TASK_BYTES", 1)
     monkeypatch.setattr(statistics, "BATCH_BYTES", 1)
-    assert statistics.merge_levels(3 * 48, 17_000) == [18, 7, 3, 2, 1]
+    assert statistics.merge_levels(3 * 48, 17_000) == [12, 3, 1]
     tree = domain_statistics(labelled, "id", "embedding")
     for a, b in ((one_level.unwanted, tree.unwanted), (one_level.retained, tree.retained)):
         assert a.n == b.n
@@ -254,7 +253,9 @@ def test_key_sets_are_broadcast_only_under_the_limit(spark, generated, tmp_path)
         start = max(_plans_since(spark, -1), default=-1)
         copy = str(tmp_path / f"copy{limit}")
         source.write.format("delta").save(copy)
-        for extra in ({"output": str(tmp_path / f"o{limit}")}, {"in_place": True, "source": copy}):
+        edits = ({"output": str(tmp_path / "o")}, {"in_place": True, "source": copy}) if limit else \
+            ({"in_place": True, "source": copy},)
+        for extra in edits:
             report = run_unlearn(spark, UnlearnConfig(**{"source": generated["path"], "rule": "likelihood_ratio",
                                                          "requests": str(tmp_path / "requests"), **DOMAINS,
                                                          "broadcast_limit_mb": limit, **extra}))
