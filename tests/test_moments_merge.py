@@ -52,13 +52,18 @@ def test_partitions_with_few_rows_send_rows_and_merge_exactly():
         raw = dict(zip(batch.column("domain").to_pylist(), batch.column("raw_rows").to_pylist()))
         assert raw == {0: 0, 1: k if k <= dim // 2 else 0, 2: k if k <= dim // 2 else 0}
         partials.append(batch)
-    merged = _merged(partials)
-    for domain in (1, 2):
-        expected = DomainMoments.from_rows(np.concatenate(rows[domain]))
-        got = merged.domain(domain, dim)
-        assert got.n == expected.n == 76
-        np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-14)
-        np.testing.assert_allclose(got.m2, expected.m2, rtol=1e-10, atol=1e-9)
+    in_order = _merged(partials)
+    direct = MomentsAccumulator()   # the driver's own merge, rows before and after a triangle
+    for batch in (partials[0], partials[2], partials[1]):
+        for row in partial_rows(batch):
+            direct.add_row(row)
+    for merged, upto in ((in_order, 6), (direct, 3)):
+        for domain in (1, 2):
+            expected = DomainMoments.from_rows(np.concatenate(rows[domain][:upto]))
+            got = merged.domain(domain, dim)
+            assert got.n == expected.n == (76 if upto == 6 else 28)
+            np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-14)
+            np.testing.assert_allclose(got.m2, expected.m2, rtol=1e-10, atol=1e-9)
 
 
 def test_merge_memory_does_not_grow_with_the_number_of_partials():

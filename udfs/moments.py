@@ -115,8 +115,9 @@ class MomentsAccumulator:
 
     def domain(self, label: int, dim: int) -> DomainMoments:
         """The merged moments of domain ``label`` (1 unwanted, 2 retained), empty when no row was seen."""
-        if label in self.raw:
-            return DomainMoments.from_rows(np.concatenate(self.raw[label]))
+        if label in self.raw:   # rows kept so far join whatever moments came as triangles
+            part = DomainMoments.from_rows(np.concatenate(self.raw.pop(label)))
+            self._merge(label, part.n, part.mean, pack_upper(part.m2))
         return self.moments[label].unpacked() if label in self.moments else DomainMoments.empty(dim)
 
     def to_batch(self) -> pa.RecordBatch:
