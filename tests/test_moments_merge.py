@@ -54,7 +54,7 @@ def test_partitions_with_few_rows_send_rows_and_merge_exactly():
         partials.append(batch)
     in_order = _merged(partials)
     direct = MomentsAccumulator()   # the driver's own merge, rows before and after a triangle
-    for batch in (partials[0], partials[2], partials[1]):
+    for batch in (partials[1], partials[0], partials[2]):
         for row in partial_rows(batch):
             direct.add_row(row)
     for merged, upto in ((in_order, 6), (direct, 3)):
