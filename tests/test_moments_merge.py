@@ -19,6 +19,7 @@ def _batch(x: np.ndarray, domain: int) -> pa.RecordBatch:
 def _merged(batches) -> MomentsAccumulator:
     acc = MomentsAccumulator()
     for batch in merge_moments(iter(batches)):
+        assert set(batch.column("raw_rows").to_pylist()) == {0}   # a merge task sends moments, never rows
         for row in partial_rows(batch):
             acc.add_row(row)
     return acc

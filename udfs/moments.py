@@ -120,7 +120,11 @@ class MomentsAccumulator:
             self._merge(label, part.n, part.mean, pack_upper(part.m2))
         return self.moments[label].unpacked() if label in self.moments else DomainMoments.empty(dim)
 
-    def to_batch(self) -> pa.RecordBatch:
+    def to_batch(self, packed_only: bool = False) -> pa.RecordBatch:
+        """The partial: counters, then per domain its triangle or (unless ``packed_only``) its kept rows."""
+        if packed_only:
+            for label in list(self.raw):
+                self.domain(label, 0)
         neutral = dict(null_ids=0, null_vectors=0, nonfinite=0, min_dim=_NO_DIM_MIN, max_dim=_NO_DIM_MAX,
                        too_large=0, largest=0.0, example_id=None, id_bytes=0, raw_rows=0)
         rows = [dict(domain=0, n=0, mean=b"", m2=b"", null_ids=int(self.null_ids), null_vectors=self.null_vectors,
@@ -192,9 +196,9 @@ def partial_rows(batch: pa.RecordBatch):
 
 def merge_moments(batches):
     """mapInArrow: rows of ``SCHEMA`` -> their merge, in the same schema. Holds the merged moments and one
-    Arrow batch at a time, however many partials the task reads."""
+    Arrow batch at a time, however many partials the task reads. Its output holds no rows, only moments."""
     acc = MomentsAccumulator()
     for batch in batches:
         for row in partial_rows(batch):
             acc.add_row(row)
-    yield acc.to_batch()
+    yield acc.to_batch(packed_only=True)

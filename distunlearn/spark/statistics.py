@@ -80,12 +80,13 @@ def merge_levels(rows: int, row_bytes: int) -> list[int]:
 
 def _merged(partials: DataFrame) -> MomentsAccumulator:
     """The partials and input counters merged into one accumulator: by the driver, after the levels of the
-    merge tree (``merge_levels``) on executors when there are too many. The tree runs in a session of its
+    merge tree (``merge_levels``) on executors when there are too many or some carry rows. The tree runs in a session of its
     own whose Arrow batch size is set for the partials' size; they reach it as a global temporary view."""
-    sizes = partials.agg(F.count(F.lit(1)).alias("rows"),
+    sizes = partials.agg(F.count(F.lit(1)).alias("rows"), F.max(F.col("raw_rows")).alias("raw"),
                          F.max(F.octet_length("m2") + F.octet_length("mean")).alias("bytes")).first()
     row_bytes = (sizes["bytes"] or 0) + 256
-    levels = merge_levels(sizes["rows"], row_bytes)
+    # partials that carry rows are merged on an executor first: vectors never reach the driver
+    levels = merge_levels(sizes["rows"], row_bytes) or ([1] if sizes["raw"] else [])
     if levels:
         view = f"distunlearn_partials_{uuid.uuid4().hex}"
         partials.createOrReplaceGlobalTempView(view)
