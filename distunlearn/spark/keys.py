@@ -19,10 +19,15 @@ DEFAULT_BROADCAST_LIMIT_MB = 64.0
 _ROW_OVERHEAD = 16   # a one-column Spark row: null bits and the value's slot (or offset and length)
 
 
+def variable_width(dtype: DataType) -> bool:
+    """Whether keys of this type are as long as their values (strings, binary)."""
+    return isinstance(dtype, (StringType, BinaryType))
+
+
 def key_row_bytes(dtype: DataType, max_bytes: int | None = None) -> int:
     """Bytes of one key as Spark holds it in a row; ``max_bytes`` is the longest value of a string or
     binary key (unknown: 1 KiB assumed)."""
-    if isinstance(dtype, (StringType, BinaryType)):
+    if variable_width(dtype):
         width = 1024 if max_bytes is None else max_bytes
         return _ROW_OVERHEAD + -(-width // 8) * 8
     return _ROW_OVERHEAD

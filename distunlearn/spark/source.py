@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, NumericType
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType
 
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.classic import num_partitions, plan_size_bytes
-from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB, KeySet, key_row_bytes
+from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB, KeySet, key_row_bytes, variable_width
 from distunlearn.spark.session import cores
 from distunlearn.spark.table import TableRef, first_line
 
@@ -121,8 +121,7 @@ def read_requests(spark: SparkSession, data: "str | TableRef | DataFrame", key: 
         raise DistunlearnError(f"--requests has no column {key!r} (columns: {', '.join(requests.columns)})")
     keys = requests.select(col(key).alias("__request_key")).where(F.col("__request_key").isNotNull()).distinct()
     dtype = keys.schema["__request_key"].dataType
-    width = F.max(F.octet_length("__request_key")) if key_row_bytes(dtype) > key_row_bytes(IntegerType()) \
-        else F.lit(None)
+    width = F.max(F.octet_length("__request_key")) if variable_width(dtype) else F.lit(None)
     size = keys.agg(F.count(F.lit(1)).alias("rows"), width.alias("width")).first()
     return KeySet(size["rows"], key_row_bytes(dtype, size["width"] or 0)).hinted(keys, broadcast_limit_mb)
 
