@@ -71,11 +71,12 @@ def _one_partition_per_file(spark, table: str) -> dict:
 
 
 def _no_coalescing() -> str:
-    """The Spark Connect path: the job's scan of the source is not coalesced (``coalesced`` is the identity)."""
+    """The job's scan of the source is not coalesced (``coalesced`` is the identity), as for a DataFrame
+    source split that finely."""
     import distunlearn.spark.source as source
 
-    source.coalesced = lambda df: df
-    return "distunlearn.spark.source.coalesced replaced by the identity in this process (as over Spark Connect)"
+    source.coalesced = lambda df, detail: df
+    return "distunlearn.spark.source.coalesced replaced by the identity in this process (as for a DataFrame source)"
 
 
 def _baseline_runs(args, work: Path) -> tuple[dict, dict]:

@@ -5,14 +5,15 @@ orderings; ``verify`` reruns the first three steps on the table as it is now.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import EditedKL
 from distunlearn.progress import phase
-from distunlearn.spark.ordering import RuleOrdering, score_unwanted
+from distunlearn.spark.checkpoints import freeze
+from distunlearn.spark.ordering import RuleOrdering, chunk_count, score_unwanted
 from distunlearn.spark.source import Source, labelled_rows
 from distunlearn.spark.statistics import DomainStatistics, domain_statistics
 
@@ -73,23 +74,32 @@ def fit(rows: DataFrame, domains: Domains, ridge: float, reliable: bool = False)
     return Fitted(stats, model, EditedKL.from_model(model), reliable)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Scored:
-    """The kept unwanted rows as (id, y, score_<rule>...), frozen, and how many there are."""
+    """The kept unwanted rows as (id, y, score_<rule>...), computed where they are read, and how many there
+    are (counted by the statistics pass)."""
 
     rows: DataFrame
     n: int
+    reliable: bool = False
+    _frozen: DataFrame | None = field(default=None, repr=False)
+
+    def frozen(self) -> DataFrame:
+        """The rows computed once and kept, for orderings that read them more than once."""
+        if self._frozen is None:
+            self._frozen = freeze(self.rows, self.reliable)
+        return self._frozen
 
 
 def score(fitted: Fitted, rules: tuple[str, ...], seed: int) -> Scored:
-    """Every rule's score of every kept unwanted row, computed once and frozen."""
-    with phase("scoring pass") as detail:
-        scored = score_unwanted(fitted.stats.unwanted_rows, fitted.model, rules, seed, fitted.reliable)
-        n = scored.count()
-        detail.update(rules=len(rules), rows=n)
-    return Scored(scored, n)
+    """Every rule's score of every kept unwanted row (computed when an ordering first reads them)."""
+    rows = score_unwanted(fitted.stats.unwanted_rows, fitted.model, rules, seed)
+    return Scored(rows, fitted.stats.kept, fitted.reliable)
 
 
 def order(scored: Scored, rule: str, fitted: Fitted, chunks: int | None) -> RuleOrdering:
-    """One rule's deletion order in chunks of consecutive ranks."""
-    return RuleOrdering(scored.rows, rule, scored.n, fitted.model.dim, chunks, fitted.reliable)
+    """One rule's deletion order in chunks of consecutive ranks. One chunk is sorted and frozen straight
+    from the scoring, which then runs once for it; more chunks range-partition the scores frozen once."""
+    chunks = chunks or chunk_count(scored.n, fitted.model.dim)
+    rows = scored.rows if chunks == 1 else scored.frozen()
+    return RuleOrdering(rows, rule, scored.n, fitted.model.dim, chunks, fitted.reliable)

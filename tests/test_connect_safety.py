@@ -1,5 +1,6 @@
-"""Connect safety: no JVM handle outside the classic-only helpers, their fallbacks over a real Connect
-server, and a run's Delta settings never visible to another user of the same session."""
+"""Connect safety: no JVM handle in job code, the session facts the job reads (slots, the scan's split)
+taken the same way over a real Connect server, and a run's Delta settings never visible to another user of
+the same session."""
 from __future__ import annotations
 
 import re
@@ -7,44 +8,53 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from pyspark.sql import functions as F
 
 from conftest import domain_table
 from distunlearn.config import UnlearnConfig
 from distunlearn.job import run_unlearn
-from distunlearn.spark import classic
-from distunlearn.spark.session import cores, run_session
-from distunlearn.spark.source import coalesced
+from distunlearn.spark.session import cores, is_connect, run_session, session_conf
+from distunlearn.spark.source import TASKS_PER_CORE, Source
 from distunlearn.synthetic import gaussian_domains
 
 REPO = Path(__file__).resolve().parents[1]
-JVM_HANDLES = re.compile(r"\.rdd\b|_jdf|sparkContext|_jvm")
+JVM_HANDLES = re.compile(r"\.rdd\b|_jdf|sparkContext|SparkContext|_jvm|py4j")
 
 
-def test_job_code_touches_no_jvm_handle_outside_the_classic_helpers():
-    hits = [f"{path.relative_to(REPO)}:{n}: {line.strip()}"
-            for folder in ("distunlearn", "udfs", "jobs") for path in sorted((REPO / folder).rglob("*.py"))
-            if path.name != "classic.py"
+def jvm_handles(*folders: str) -> list[str]:
+    return [f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+            for folder in folders for path in sorted((REPO / folder).rglob("*.py"))
             for n, line in enumerate(path.read_text().splitlines(), 1) if JVM_HANDLES.search(line)]
-    assert hits == []
-    assert JVM_HANDLES.search((REPO / "distunlearn" / "spark" / "classic.py").read_text())  # the check can fail
 
 
-def test_classic_helpers_fall_back_over_connect(connect_spark, spark, monkeypatch):
-    monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
-    remote = connect_spark.range(0, 1000, numPartitions=40)
-    assert classic.is_connect(connect_spark) and not classic.is_connect(spark)
-    assert classic.num_partitions(remote) is None and classic.plan_size_bytes(remote) is None
-    assert classic.default_parallelism(connect_spark) is None
-    assert cores(connect_spark) == 4                       # the server's spark.default.parallelism
-    assert coalesced(remote) is remote                     # unknown layout: the scan is left as it is
-    classic.set_log_level(connect_spark, "ERROR")          # a no-op, not an error
+def test_job_code_touches_no_jvm_handle():
+    assert jvm_handles("distunlearn", "udfs", "jobs") == []
+    assert jvm_handles("benchmarks")   # the check can fail: the benchmark reads the classic session's metrics
+
+
+def test_session_facts_and_the_scan_split_are_read_over_connect(connect_spark, spark, tmp_path, monkeypatch):
+    """Slots come from the settings on either session; over Connect a Delta source split into far more
+    partitions than it needs is coalesced from DESCRIBE DETAIL alone, to TASKS_PER_CORE per slot."""
+    assert is_connect(connect_spark) and not is_connect(spark)
+    assert cores(connect_spark) == 4 and cores(spark) == 4            # both set spark.default.parallelism
+    with session_conf(spark, {"spark.default.parallelism": "x"}):      # unreadable: the master's threads
+        assert cores(spark) == 2
+    path = str(tmp_path / "many_files")
+    spark.range(0, 400, 1, 1).select("id", F.array(F.col("id").cast("float")).alias("embedding")) \
+        .repartition(40).write.format("delta").save(path)
+    largest = max(p.stat().st_size for p in Path(path).glob("*.parquet"))
+    monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")             # functions build Connect columns
+    one_file_each = {"spark.sql.files.maxPartitionBytes": str(largest), "spark.sql.files.openCostInBytes": "1"}
+    with session_conf(connect_spark, one_file_each):
+        plain = connect_spark.read.format("delta").load(path)
+        job = Source.read(connect_spark, path).df
+        split = [df.select(F.spark_partition_id().alias("p")).agg(F.max("p") + 1).first()[0] for df in (plain, job)]
+    assert split == [40, TASKS_PER_CORE * 4]
+    assert job.count() == 400
     with run_session(connect_spark, {"spark.sql.shuffle.partitions": "3"}) as own:
         assert own.client._session_id != connect_spark.client._session_id
         assert own.conf.get("spark.sql.shuffle.partitions") == "3"
         assert connect_spark.conf.get("spark.sql.shuffle.partitions") == "4"
-    # and the classic path takes the handles it is there for
-    local = spark.range(0, 1000, numPartitions=40)
-    assert classic.num_partitions(local) == 40 and classic.plan_size_bytes(local) > 0
 
 
 WATCHED = ("spark.databricks.delta.commitInfo.userMetadata", "spark.databricks.delta.write.txnAppId",

@@ -317,12 +317,13 @@ def kill_one_worker(proc: subprocess.Popen, watcher: StderrWatcher, deadline: fl
     A worker is forked when a task needs one, and its first task starts by importing numpy, pandas and
     pyarrow (several tenths of a second of CPU): killing it at 0.1 s lands inside that task, after the
     fork handshake (a worker killed before the handshake makes Spark restart the daemon instead of
-    failing a task). Returns the killed pid, or None if no worker showed up before the scoring pass ended.
+    failing a task). Returns the killed pid, or None if no worker showed up before the first selection ended.
     """
     if not watcher.seen["statistics pass ..."].wait(timeout=max(deadline - time.monotonic(), 1)):
         return None
     victim = None
-    while time.monotonic() < deadline and proc.poll() is None and not watcher.seen["scoring pass done"].is_set():
+    done = watcher.seen["selection, likelihood_ratio done"]
+    while time.monotonic() < deadline and proc.poll() is None and not done.is_set():
         if victim is None:
             workers = python_workers(proc.pid)[1]
             victim = workers[0] if workers else None
@@ -364,7 +365,7 @@ def test_killed_python_worker_is_retried_and_gives_the_same_set(spark, capsys, t
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
-        watcher = StderrWatcher(proc.stderr, ("statistics pass ...", "scoring pass done"))
+        watcher = StderrWatcher(proc.stderr, ("statistics pass ...", "selection, likelihood_ratio done"))
         victim = kill_one_worker(proc, watcher, time.monotonic() + 240)
         out = proc.stdout.read()
         code = proc.wait(timeout=300)

@@ -13,6 +13,7 @@ import reference
 from conftest import domain_table, write_delta
 from distunlearn.cli import main
 from distunlearn.config import UnlearnConfig
+from distunlearn.errors import DistunlearnError
 from distunlearn.job import run_unlearn
 from distunlearn.spark.source import Source, labelled_rows
 from distunlearn.spark import statistics
@@ -177,6 +178,30 @@ def test_statistics_pass_is_exact_with_a_large_offset(spark, tmp_path, monkeypat
             assert moments.n == len(x)
             np.testing.assert_allclose(moments.mean, x.mean(0), rtol=1e-14)
             np.testing.assert_allclose(moments.m2, (x - x.mean(0)).T @ (x - x.mean(0)), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("id_type", ["long", "string"])
+def test_ids_in_increasing_runs_need_no_shuffle_and_a_repeat_is_still_found(spark, monkeypatch, id_type):
+    """Ids that increase within each partition, in ranges that do not meet, are unique without counting
+    them by a shuffle; one repeated id (inside a partition or across two) sends the check to the shuffle,
+    which rejects it."""
+    shuffles = []
+    count_by_shuffle = statistics._has_duplicates
+    monkeypatch.setattr(statistics, "_has_duplicates", lambda df: shuffles.append(1) or count_by_shuffle(df))
+
+    def stats_of(keys):
+        ids = keys if id_type == "long" else [f"user-{k:05d}" for k in keys]
+        rows = [(i, "unwanted" if n % 4 == 0 else "retained", [float(n % 7), float(n % 5), float(n % 3)])
+                for n, i in enumerate(ids)]
+        df = spark.createDataFrame(rows, f"id {id_type}, topic string, embedding array<double>")  # 4 ordered slices
+        return domain_statistics(labelled_rows(Source.read(spark, df), "id", "embedding", **DOMAINS), "id", "embedding")
+
+    assert stats_of(list(range(0, 300, 3))).unwanted.n == 25 and shuffles == []
+    for repeated in (list(range(0, 60)) + list(range(59, 100)),          # across two slices
+                     list(range(0, 30)) + [29] + list(range(30, 99))):    # inside one
+        with pytest.raises(DistunlearnError, match="duplicate values"):
+            stats_of(repeated)
+    assert len(shuffles) == 2
 
 
 def test_the_merge_tree_gives_the_moments_of_the_one_level_merge(spark, tmp_path, monkeypatch):

@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distunlearn.core.moments import DomainMoments, PackedMoments, pack_upper
+from distunlearn.udfs.id_runs import IdRuns
 from distunlearn.udfs.vectors import list_lengths, to_matrix
 
 SCHEMA = ("domain int, n long, mean binary, m2 binary, "
           "null_ids long, null_vectors long, nonfinite long, min_dim int, max_dim int, "
-          "too_large long, largest double, example_id string, id_bytes int, raw_rows int")
+          "too_large long, largest double, example_id string, id_bytes int, raw_rows int, kept long")
 
 # A value whose square (summed over rows) could overflow float64 moments: sqrt(max float64) is 1.3e154.
 TOO_LARGE = 1e150
@@ -35,6 +36,7 @@ class MomentsAccumulator:
         self.largest = 0.0
         self.example_id: str | None = None   # one row with a too-large value, to name in the error
         self.id_bytes = 0   # the longest string or binary id, in bytes (sizes a broadcast of deleted ids)
+        self.kept = 0       # unwanted rows kept for scoring
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
         """Add a batch of columns (id, domain, vec)."""
@@ -58,10 +60,25 @@ class MomentsAccumulator:
         if null_rows.any() or self.min_dim != self.max_dim or self.max_dim <= 0:
             return  # the driver rejects the input; no moments needed
         x = to_matrix(vectors, self.max_dim)
+        parts = {label: x if (domain == label).all() else x[domain == label] for label in (1, 2)
+                 if (domain == label).any()}
+        with np.errstate(all="ignore"):   # NaN, Inf or overflow show in the moments, then in the rows
+            parts = {label: DomainMoments.from_rows(rows) if len(rows) > rows.shape[1] // 2 else rows
+                     for label, rows in parts.items()}
+        if not all(map(_surely_bounded, parts.values())) and self._rejects(x, ids):
+            return
+        for label, part in parts.items():
+            if isinstance(part, DomainMoments):
+                self._add_moments(label, part)
+            else:
+                self._add_rows(label, part)
+
+    def _rejects(self, x: np.ndarray, ids: pa.Array) -> bool:
+        """Count the rows with NaN, Inf or a value too large for float64 moments; whether there are any."""
         finite = np.isfinite(x).all(axis=1)
         self.nonfinite += int((~finite).sum())
         if not finite.all():
-            return
+            return True
         peak = np.abs(x).max(axis=1)
         large = peak > TOO_LARGE
         if large.any():
@@ -69,11 +86,8 @@ class MomentsAccumulator:
             self.largest = max(self.largest, float(peak.max()))
             if self.example_id is None:
                 self.example_id = str(ids[int(np.flatnonzero(large)[0])].as_py())
-            return
-        for label in (1, 2):
-            rows = x[domain == label]
-            if len(rows):
-                self._add_rows(label, rows)
+            return True
+        return False
 
     def _add_rows(self, label: int, rows: np.ndarray) -> None:
         """Keep a domain's rows while they are fewer than half the dimension, else merge them as moments."""
@@ -82,7 +96,11 @@ class MomentsAccumulator:
             return
         if label in self.raw:
             rows = np.concatenate([*self.raw.pop(label), rows])
-        part = DomainMoments.from_rows(rows)
+        self._add_moments(label, DomainMoments.from_rows(rows))
+
+    def _add_moments(self, label: int, part: DomainMoments) -> None:
+        if label in self.raw:
+            part = DomainMoments.from_rows(np.concatenate(self.raw.pop(label))).merge(part)
         self._merge(label, part.n, part.mean, pack_upper(part.m2))
 
     def _merge(self, label: int, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
@@ -99,6 +117,7 @@ class MomentsAccumulator:
         self.largest = max(self.largest, row["largest"])
         self.example_id = self.example_id or row["example_id"]
         self.id_bytes = max(self.id_bytes, row["id_bytes"])
+        self.kept += row["kept"]
         self.min_dim, self.max_dim = min(self.min_dim, row["min_dim"]), max(self.max_dim, row["max_dim"])
         label = row["domain"]
         if label <= 0:
@@ -126,11 +145,11 @@ class MomentsAccumulator:
             for label in list(self.raw):
                 self.domain(label, 0)
         neutral = dict(null_ids=0, null_vectors=0, nonfinite=0, min_dim=_NO_DIM_MIN, max_dim=_NO_DIM_MAX,
-                       too_large=0, largest=0.0, example_id=None, id_bytes=0, raw_rows=0)
+                       too_large=0, largest=0.0, example_id=None, id_bytes=0, raw_rows=0, kept=0)
         rows = [dict(domain=0, n=0, mean=b"", m2=b"", null_ids=int(self.null_ids), null_vectors=self.null_vectors,
                      nonfinite=self.nonfinite, min_dim=self.min_dim, max_dim=self.max_dim,
                      too_large=self.too_large, largest=self.largest, example_id=self.example_id,
-                     id_bytes=self.id_bytes, raw_rows=0)]
+                     id_bytes=self.id_bytes, raw_rows=0, kept=self.kept)]
         rows += [dict(domain=label, n=m.n, mean=m.mean.astype("<f8").tobytes(), m2=m.m2.astype("<f8").tobytes(),
                       **neutral)
                  for label, m in sorted(self.moments.items())]
@@ -146,7 +165,18 @@ def _arrow_schema() -> pa.Schema:
                       ("null_ids", pa.int64()), ("null_vectors", pa.int64()),
                       ("nonfinite", pa.int64()), ("min_dim", pa.int32()), ("max_dim", pa.int32()),
                       ("too_large", pa.int64()), ("largest", pa.float64()), ("example_id", pa.string()),
-                      ("id_bytes", pa.int32()), ("raw_rows", pa.int32())])
+                      ("id_bytes", pa.int32()), ("raw_rows", pa.int32()), ("kept", pa.int64())])
+
+
+def _surely_bounded(part: "DomainMoments | np.ndarray") -> bool:
+    """Whether every value behind these moments (or rows) is finite and at most ``TOO_LARGE``, told from the
+    moments alone: |x - mean| <= sqrt(m2's diagonal) in every coordinate. False means: look at the rows."""
+    if isinstance(part, np.ndarray):
+        return bool(np.isfinite(part).all() and np.abs(part).max() <= TOO_LARGE)
+    if not (np.isfinite(part.mean).all() and np.isfinite(part.m2).all()):
+        return False
+    reach = np.abs(part.mean) + np.sqrt(np.maximum(np.diag(part.m2), 0.0))
+    return bool(reach.max() <= TOO_LARGE * (1 - 1e-9))   # margin for the rounding of m2
 
 
 def _variable_width(dtype: pa.DataType) -> bool:
@@ -154,34 +184,49 @@ def _variable_width(dtype: pa.DataType) -> bool:
         or pa.types.is_large_binary(dtype)
 
 
-def domain_scan(id_type: pa.DataType, vec_type: pa.DataType, keep_unwanted: bool):
-    """mapInArrow: columns (id, domain, vec, requested) -> ``kind int, id, vec`` + ``SCHEMA``.
+# The kinds of row a scan emits.
+PARTIAL, KEPT, ID_RUN, IDS_UNORDERED = 0, 1, 2, 3
 
-    With ``keep_unwanted``, the unwanted rows not requested pass through as they are read (kind 1: id
-    and vec set); then come the partition's moments and counters (kind 0: the ``SCHEMA`` columns set),
-    one row per domain seen plus a counters row. One read of the source thus yields both the model's
-    statistics and the rows to score.
+
+def domain_scan(id_type: pa.DataType, vec_type: pa.DataType, keep_unwanted: bool):
+    """mapInArrow: columns (id, domain, vec, requested) -> ``kind int, id, id_to, vec`` + ``SCHEMA``.
+
+    With ``keep_unwanted``, the unwanted rows not requested pass through as they are read (kind ``KEPT``:
+    id and vec set, counted in ``kept``); then come the partition's moments and counters (kind
+    ``PARTIAL``: the ``SCHEMA`` columns set), one row per domain seen plus a counters row, and its runs of
+    strictly increasing ids (kind ``ID_RUN``: first id in ``id``, last in ``id_to``; or one row of kind
+    ``IDS_UNORDERED``, see ``IdRuns``). One read of the source thus yields the model's statistics, the
+    proof that ids are unique when the table is written in id order, and the rows to score.
     """
     moments_schema = _arrow_schema()
+    names = ["kind", "id", "id_to", "vec", *moments_schema.names]
+
+    def rows_of(kind: int, ids: pa.Array, ids_to: pa.Array, vectors: pa.Array, moments: list) -> pa.RecordBatch:
+        return pa.RecordBatch.from_arrays([pa.array(np.full(len(ids), kind, np.int32)), ids, ids_to, vectors,
+                                           *moments], names=names)
 
     def scan(batches):
-        acc = MomentsAccumulator()
+        acc, runs = MomentsAccumulator(), IdRuns(id_type)
         for batch in batches:
             acc.add_batch(batch)
+            runs.add(batch.column("id"))
             if keep_unwanted:
                 keep = pc.and_(pc.equal(batch.column("domain"), 1), pc.invert(batch.column("requested")))
                 rows = batch.filter(keep)
                 if rows.num_rows:
                     n = rows.num_rows
-                    yield pa.RecordBatch.from_arrays(
-                        [pa.array(np.ones(n, np.int32)), rows.column("id"), rows.column("vec")]
-                        + [pa.nulls(n, f.type) for f in moments_schema],
-                        names=["kind", "id", "vec", *moments_schema.names])
+                    acc.kept += n
+                    yield rows_of(KEPT, rows.column("id"), pa.nulls(n, id_type), rows.column("vec"),
+                                  [pa.nulls(n, f.type) for f in moments_schema])
         summary = acc.to_batch()
         n = summary.num_rows
-        yield pa.RecordBatch.from_arrays([pa.array(np.zeros(n, np.int32)), pa.nulls(n, id_type),
-                                          pa.nulls(n, vec_type), *summary.columns],
-                                         names=["kind", "id", "vec", *moments_schema.names])
+        yield rows_of(PARTIAL, pa.nulls(n, id_type), pa.nulls(n, id_type), pa.nulls(n, vec_type), summary.columns)
+        bounds = runs.runs if runs.runs is not None else [[None, None]]
+        n = len(bounds)
+        if n:
+            yield rows_of(ID_RUN if runs.runs is not None else IDS_UNORDERED,
+                          pa.array([b[0] for b in bounds], id_type), pa.array([b[1] for b in bounds], id_type),
+                          pa.nulls(n, vec_type), [pa.nulls(n, f.type) for f in moments_schema])
 
     return scan
 

@@ -30,19 +30,18 @@ def chunk_count(n_unwanted: int, dim: int) -> int:
     return max(1, min(MAX_CHUNKS, math.ceil(n_unwanted * dim * 8 / CHUNK_BYTES)))
 
 
-def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int,
-                   reliable: bool = False) -> DataFrame:
-    """The unwanted rows ``(id, vec)`` as (id, y, score_<rule>...), computed once and frozen in a checkpoint
-    (``reliable`` or local).
+def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int) -> DataFrame:
+    """The unwanted rows ``(id, vec)`` as (id, y, score_<rule>...), not yet computed.
 
-    Freezing matters: every later pass must see bit-identical scores, so the deletion set is
-    exactly the rows ranked 1..f even if floating-point sums would differ on recomputation.
+    Whoever reads them more than once freezes them first (``RuleOrdering``): every later pass must see
+    bit-identical scores, so the deletion set is exactly the rows ranked 1..f even if floating-point sums
+    would differ on recomputation.
     """
     id_type = rows.schema["id"].dataType
     schema = StructType([StructField("id", id_type), StructField("y", ArrayType(DoubleType()))]
                         + [StructField(score_column(r), DoubleType()) for r in rules])
     keyed = rows.select("id", "vec", F.xxhash64(F.lit(seed), F.col("id")).cast("double").alias("random_key"))
-    return freeze(keyed.mapInArrow(scorer(model, rules), schema), reliable)
+    return keyed.mapInArrow(scorer(model, rules), schema)
 
 
 class RuleOrdering:
@@ -51,6 +50,8 @@ class RuleOrdering:
     with the rows, so a later re-planning of the partitions cannot hand a chunk another's offsets; the
     per-chunk row counts are checked against ``n_rows`` on every pass that counts them.
 
+    ``scored`` may be computed on demand when there is one chunk (this ordering's freeze is then where each
+    score is computed, once); range partitioning reads its input twice, so more chunks need it frozen.
     Only per-chunk counts and whitened sums (chunks x dims numbers) reach the driver.
     """
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import sys
 import tempfile
 from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
-from distunlearn.spark.classic import default_parallelism, is_connect, set_log_level, sibling_session
 
 log = logging.getLogger("distunlearn")
 
@@ -94,11 +94,11 @@ def get_session(app_name: str = "distunlearn", master: str | None = None, conf: 
 
             extra = [p for p in conf.pop("spark.jars.packages", "").split(",") if p] + list(packages or [])
             builder = configure_spark_with_delta_pip(builder, extra_packages=extra or None)
+    conf.setdefault("spark.log.level", os.environ.get("DISTUNLEARN_SPARK_LOG_LEVEL", "WARN" if spark_log else "ERROR"))
     for key, value in conf.items():
         builder = builder.config(key, value)
     with _console_to(spark_log):
         session = builder.getOrCreate()
-    set_log_level(session, os.environ.get("DISTUNLEARN_SPARK_LOG_LEVEL", "WARN" if spark_log else "ERROR"))
     return session
 
 
@@ -131,15 +131,51 @@ def _console_to(path: str | None):
         os.close(saved[1])
 
 
+def is_connect(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect client session."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 def cores(spark: SparkSession) -> int:
-    """Task slots of the cluster; over Connect ``spark.default.parallelism`` if set, else 2."""
-    slots = default_parallelism(spark)
-    if slots is None:
+    """Task slots of the cluster, from its settings (a Connect client reads the server's):
+    ``spark.default.parallelism``; else a local master's threads; else executors x cores each; else 2."""
+    def setting(key: str) -> str | None:
         try:
-            slots = int(spark.conf.get("spark.default.parallelism", "2"))
-        except (ValueError, Exception):  # noqa: BLE001
-            slots = 2
-    return max(slots, 1)
+            return spark.conf.get(key, None) or None
+        except Exception:  # noqa: BLE001 - a setting the server does not show
+            return None
+
+    parallelism = setting("spark.default.parallelism")
+    if parallelism and parallelism.isdigit():
+        return max(int(parallelism), 1)
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", (setting("spark.master") or "").strip())
+    if local:
+        threads = local.group(1)
+        return (os.cpu_count() or 1) if threads == "*" else int(threads or 1)
+    executors, per_executor = setting("spark.executor.instances"), setting("spark.executor.cores")
+    if executors and per_executor and executors.isdigit() and per_executor.isdigit():
+        return max(int(executors) * int(per_executor), 1)
+    return 2
+
+
+def conf_bytes(spark: SparkSession, key: str) -> int | None:
+    """A size setting in bytes ("134217728", "128m", "64MB"), or None when unset or unreadable."""
+    try:
+        text = (spark.conf.get(key, None) or "").strip().lower()
+    except Exception:  # noqa: BLE001 - a setting the server does not show
+        return None
+    size = re.fullmatch(r"(\d+)\s*([kmgt]?)b?", text)
+    return int(size.group(1)) * 1024 ** " kmgt".index(size.group(2) or " ") if size else None
+
+
+def sibling_session(spark: SparkSession) -> SparkSession:
+    """A new session on the same application: same catalog and cluster, its own SQL settings and temp
+    views. Classic: ``newSession()``; Connect: a new session id on the same server."""
+    if not is_connect(spark):
+        return spark.newSession()
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    return ConnectSession(connection=spark.client._builder)
 
 
 @contextmanager

@@ -9,9 +9,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType
 
 from distunlearn.errors import DistunlearnError
-from distunlearn.spark.classic import num_partitions, plan_size_bytes
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB, KeySet, key_row_bytes, variable_width
-from distunlearn.spark.session import cores
+from distunlearn.spark.session import conf_bytes, cores
 from distunlearn.spark.table import TableRef, first_line
 
 UNWANTED, RETAINED = 1, 2
@@ -20,7 +19,8 @@ UNWANTED, RETAINED = 1, 2
 # finer than the cluster and its size need: every pass runs one task per partition, and a Python task
 # costs PySpark a tenth of a second or more even when its partition is empty.
 TASKS_PER_CORE = 4
-PARTITION_BYTES = 128 * 1024 * 1024
+PARTITION_BYTES = 128 * 1024 * 1024     # Spark's spark.sql.files.maxPartitionBytes
+OPEN_COST_BYTES = 4 * 1024 * 1024       # and spark.sql.files.openCostInBytes
 
 
 def col(name: str) -> Column:
@@ -44,7 +44,7 @@ class Source:
              flag: str = "source") -> "Source":
         """A DataFrame as it is, or a table read at its latest version (pinned for the whole run)."""
         if isinstance(data, DataFrame):
-            return cls("<DataFrame>", "dataframe", coalesced(data), None)
+            return cls("<DataFrame>", "dataframe", data, None)
         table = data if isinstance(data, TableRef) else TableRef.parse(data)
         if fmt == "parquet":
             if table.is_name:
@@ -52,12 +52,12 @@ class Source:
             if not table.holds_data(spark):
                 raise DistunlearnError(f"{flag} not found: {table.text}")
             try:
-                return cls(table.location, fmt, coalesced(table.read(spark, "parquet")), None, table)
+                return cls(table.location, fmt, table.read(spark, "parquet"), None, table)
             except Exception as exc:  # noqa: BLE001 - reported as one line
                 raise DistunlearnError(f"cannot read Parquet {flag} {table.text}: {first_line(exc)}") from None
-        table.require_delta(spark, flag)
+        detail = table.require_delta(spark, flag)
         version = table.latest_version(spark)
-        return cls(table.location, fmt, coalesced(table.read(spark, version=version)), version, table)
+        return cls(table.location, fmt, coalesced(table.read(spark, version=version), detail), version, table)
 
 
 def partition_target(cores: int, size_bytes: int | None) -> int:
@@ -68,19 +68,36 @@ def partition_target(cores: int, size_bytes: int | None) -> int:
     return max(TASKS_PER_CORE * max(cores, 1), math.ceil(size_bytes / PARTITION_BYTES))
 
 
-def coalesced(df: DataFrame) -> DataFrame:
-    """``df`` with its partitions coalesced to ``partition_target`` when it has more than twice as many.
+def scan_partitions(files: int, size_bytes: int, cores: int, max_partition_bytes: int = PARTITION_BYTES,
+                    open_cost_bytes: int = OPEN_COST_BYTES) -> int:
+    """About how many partitions Spark splits ``files`` files of ``size_bytes`` in all into (its file-source
+    rule: each file counts ``open_cost_bytes`` more, splits hold up to ``max_partition_bytes`` but are made
+    smaller to give every core one), from the table's metadata alone."""
+    padded = size_bytes + files * open_cost_bytes
+    per_core = padded / max(cores, 1)
+    split = min(max_partition_bytes, max(open_cost_bytes, per_core))
+    return max(1, math.ceil(padded / max(split, 1)))
+
+
+def coalesced(df: DataFrame, detail: dict | None) -> DataFrame:
+    """``df``, a Delta table's scan, with its partitions coalesced to ``partition_target`` when Spark will
+    split it into more than twice as many (``scan_partitions`` of ``DESCRIBE DETAIL``'s file count and
+    size, under the session's file-split settings).
 
     Coalescing merges neighbouring partitions in the same task without a shuffle: the rows, and so every
     statistic, score and deletion set, are the same; only the number of tasks (and of files the edited
     table is written in) drops. A source of a thousand mostly empty partitions then costs a few tasks
-    per pass instead of a thousand. Where the partition count is unknown (Spark Connect) the scan is
-    left as it is.
+    per pass instead of a thousand. A DataFrame or Parquet source is read as it is split.
     """
-    partitions = num_partitions(df)
-    if partitions is None:
+    files, size = (detail or {}).get("numFiles"), (detail or {}).get("sizeInBytes")
+    if files is None or size is None:
         return df
-    target = partition_target(cores(df.sparkSession), plan_size_bytes(df))
+    spark = df.sparkSession
+    slots = cores(spark)
+    partitions = scan_partitions(int(files), int(size), slots,
+                                 conf_bytes(spark, "spark.sql.files.maxPartitionBytes") or PARTITION_BYTES,
+                                 conf_bytes(spark, "spark.sql.files.openCostInBytes") or OPEN_COST_BYTES)
+    target = partition_target(slots, int(size))
     return df.coalesce(target) if partitions > 2 * target else df
 
 

@@ -16,7 +16,8 @@ from distunlearn.errors import DistunlearnError
 from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.session import run_session
 from distunlearn.spark.source import RETAINED, UNWANTED
-from distunlearn.udfs.moments import SCHEMA, MomentsAccumulator, domain_scan, merge_moments
+from distunlearn.udfs.moments import (ID_RUN, IDS_UNORDERED, KEPT, PARTIAL, SCHEMA, MomentsAccumulator,
+                                      domain_scan, merge_moments)
 
 # Every scan task emits one partial per domain (count, mean, packed upper triangle of the scatter: about
 # 4 d^2 bytes) and a counters row. The driver merges them itself while they take at most DRIVER_BYTES;
@@ -33,12 +34,13 @@ ROWS_PER_TASK = 3   # a merge task's output: one partial per domain and a counte
 @dataclass(frozen=True)
 class DomainStatistics:
     """Both domains' moments, the longest string id in bytes (0 for other id types) and, when asked for,
-    the unwanted rows not requested as (id, vec)."""
+    the unwanted rows not requested as (id, vec) and how many they are."""
 
     unwanted: DomainMoments
     retained: DomainMoments
     unwanted_rows: DataFrame | None
     id_bytes: int = 0
+    kept: int = 0
 
 
 def domain_statistics(labelled: DataFrame, id_col: str, vector_col: str,
@@ -46,23 +48,44 @@ def domain_statistics(labelled: DataFrame, id_col: str, vector_col: str,
     """Moments of the unwanted and retained domains, after rejecting bad input with one clear line.
 
     The source is read once: partitions emit one row per domain, merged so that the driver never holds
-    more than ``DRIVER_BYTES`` of them (``merge_levels``). With ``keep_unwanted`` the same read also keeps
-    the unwanted rows (a checkpoint, ``reliable`` or local, never on the driver), so that scoring does not
-    read the source a second time.
+    more than ``DRIVER_BYTES`` of them (``merge_levels``), and their runs of increasing ids, which prove
+    the ids unique without a shuffle when their ranges do not meet (else ids are counted by a shuffle).
+    With ``keep_unwanted`` the same read also keeps the unwanted rows (a checkpoint, ``reliable`` or
+    local, never on the driver), so that scoring does not read the source a second time.
     """
     schema = labelled.schema
+    id_type, vec_type = schema["id"].dataType.simpleString(), schema["vec"].dataType.simpleString()
     scanned = labelled.select("id", "domain", "vec", "requested").mapInArrow(
         domain_scan(to_arrow_type(schema["id"].dataType), to_arrow_type(schema["vec"].dataType), keep_unwanted),
-        f"kind int, id {schema['id'].dataType.simpleString()}, vec {schema['vec'].dataType.simpleString()}, "
-        f"{SCHEMA}")
+        f"kind int, id {id_type}, id_to {id_type}, vec {vec_type}, {SCHEMA}")
     scanned = freeze(scanned, reliable)
-    acc = _merged(scanned.where(F.col("kind") == 0).drop("kind", "id", "vec"))
+    summary = scanned.where(F.col("kind") != KEPT)
+    facts = _summary_facts(summary)
+    acc = _merged(summary.where(F.col("kind") == PARTIAL).drop("kind", "id", "id_to", "vec"),
+                  facts["partials"], facts["raw"], facts["bytes"])
     _check(acc, id_col, vector_col)
-    if _has_duplicates(labelled):
+    if not facts["ids_in_disjoint_runs"] and _has_duplicates(labelled):
         raise DistunlearnError(f"id column {id_col!r} has duplicate values; ids must be unique")
     dim = acc.max_dim
-    rows = scanned.where(F.col("kind") == 1).select("id", "vec") if keep_unwanted else None
-    return DomainStatistics(acc.domain(UNWANTED, dim), acc.domain(RETAINED, dim), rows, acc.id_bytes)
+    rows = scanned.where(F.col("kind") == KEPT).select("id", "vec") if keep_unwanted else None
+    return DomainStatistics(acc.domain(UNWANTED, dim), acc.domain(RETAINED, dim), rows, acc.id_bytes, acc.kept)
+
+
+def _summary_facts(summary: DataFrame):
+    """One aggregate over the scan's summary rows: how many partials, whether any carries rows, the largest
+    one's bytes, and whether the id runs of all partitions lie in ranges that do not meet (no
+    partition gave up, and after sorting by first id each run ends before the next begins)."""
+    kind = F.col("kind")
+    runs = F.array_sort(F.collect_list(F.when(kind == ID_RUN, F.struct(F.col("id").alias("first"),
+                                                                        F.col("id_to").alias("last")))))
+    facts = summary.agg(F.count(F.when(kind == PARTIAL, 1)).alias("partials"), F.max("raw_rows").alias("raw"),
+                        F.max(F.octet_length("m2") + F.octet_length("mean")).alias("bytes"),
+                        F.count(F.when(kind == IDS_UNORDERED, 1)).alias("unordered"), runs.alias("runs"))
+    runs = F.col("runs")
+    meet = F.when(F.size(runs) >= 2, F.exists(F.sequence(F.lit(2), F.size(runs)), lambda i: (
+        F.try_element_at(runs, i - 1)["last"] >= F.try_element_at(runs, i)["first"])))
+    disjoint = (F.col("unordered") == 0) & ~F.coalesce(meet, F.lit(False))
+    return facts.select("partials", "raw", "bytes", disjoint.alias("ids_in_disjoint_runs")).first()
 
 
 def merge_levels(rows: int, row_bytes: int) -> list[int]:
@@ -78,15 +101,14 @@ def merge_levels(rows: int, row_bytes: int) -> list[int]:
     return levels
 
 
-def _merged(partials: DataFrame) -> MomentsAccumulator:
-    """The partials and input counters merged into one accumulator: by the driver, after the levels of the
-    merge tree (``merge_levels``) on executors when there are too many or some carry rows. The tree runs in a session of its
-    own whose Arrow batch size is set for the partials' size; they reach it as a global temporary view."""
-    sizes = partials.agg(F.count(F.lit(1)).alias("rows"), F.max(F.col("raw_rows")).alias("raw"),
-                         F.max(F.octet_length("m2") + F.octet_length("mean")).alias("bytes")).first()
-    row_bytes = (sizes["bytes"] or 0) + 256
+def _merged(partials: DataFrame, rows: int, raw: int | None, max_bytes: int | None) -> MomentsAccumulator:
+    """The ``rows`` partials and input counters merged into one accumulator: by the driver, after the
+    levels of the merge tree (``merge_levels``) on executors when there are too many or some carry rows
+    (``raw``). The tree runs in a session of its own whose Arrow batch size is set for the partials' size
+    (``max_bytes`` at most); they reach it as a global temporary view."""
+    row_bytes = (max_bytes or 0) + 256
     # partials that carry rows are merged on an executor first: vectors never reach the driver
-    levels = merge_levels(sizes["rows"], row_bytes) or ([1] if sizes["raw"] else [])
+    levels = merge_levels(rows, row_bytes) or ([1] if raw else [])
     if levels:
         view = f"distunlearn_partials_{uuid.uuid4().hex}"
         partials.createOrReplaceGlobalTempView(view)
