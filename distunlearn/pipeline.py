@@ -76,7 +76,7 @@ def fit(rows: DataFrame, domains: Domains, ridge: float, reliable: bool = False)
 
 @dataclass
 class Scored:
-    """The kept unwanted rows as (id, y, score_<rule>...), computed where they are read, and how many there
+    """The kept unwanted rows as (id, vec, score_<rule>...), computed where they are read, and how many there
     are (counted by the statistics pass)."""
 
     rows: DataFrame
@@ -102,4 +102,4 @@ def order(scored: Scored, rule: str, fitted: Fitted, chunks: int | None) -> Rule
     from the scoring, which then runs once for it; more chunks range-partition the scores frozen once."""
     chunks = chunks or chunk_count(scored.n, fitted.model.dim)
     rows = scored.rows if chunks == 1 else scored.frozen()
-    return RuleOrdering(rows, rule, scored.n, fitted.model.dim, chunks, fitted.reliable)
+    return RuleOrdering(rows, rule, scored.n, fitted.model, chunks, fitted.reliable)

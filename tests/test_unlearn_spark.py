@@ -365,7 +365,8 @@ def test_selection_chunks_follow_the_data_not_the_slots(spark, generated, monkey
     assert spark.sparkContext.defaultParallelism == 4
     domains = Domains("id", "embedding", **DOMAINS)
     fitted = fit(read_labelled(spark, generated["path"], "delta", domains).rows, domains, 1e-6)
-    ordering = spark_ordering.RuleOrdering(score(fitted, ("likelihood_ratio",), 0).rows, "likelihood_ratio", 60, 4)
+    scored = score(fitted, ("likelihood_ratio",), 0).frozen()
+    ordering = spark_ordering.RuleOrdering(scored, "likelihood_ratio", 60, fitted.model)
     assert ordering.chunks == 6 and ordering.rows.select("chunk").distinct().count() == 6
     thresholds = Thresholds.resolve(fitted.kl, alpha_rel=0.5, epsilon_rel=1.0)
     chosen = ordering.choose(fitted.kl, thresholds, Removed.nothing(4))

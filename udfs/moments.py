@@ -59,7 +59,7 @@ class MomentsAccumulator:
             self.max_dim = max(self.max_dim, int(lengths[~null_rows].max()))
         if null_rows.any() or self.min_dim != self.max_dim or self.max_dim <= 0:
             return  # the driver rejects the input; no moments needed
-        x = to_matrix(vectors, self.max_dim)
+        x = to_matrix(vectors, self.max_dim, dtype=None)   # float32 rows stay so until they are centred
         parts = {label: x if (domain == label).all() else x[domain == label] for label in (1, 2)
                  if (domain == label).any()}
         with np.errstate(all="ignore"):   # NaN, Inf or overflow show in the moments, then in the rows
@@ -154,9 +154,9 @@ class MomentsAccumulator:
                       **neutral)
                  for label, m in sorted(self.moments.items())]
         for label, parts in sorted(self.raw.items()):
-            x = np.concatenate(parts)
-            rows.append(dict(neutral, domain=label, n=len(x), mean=x.mean(axis=0).astype("<f8").tobytes(),
-                             m2=x.astype("<f8").tobytes(), raw_rows=len(x)))
+            x = np.concatenate(parts).astype("<f8")
+            rows.append(dict(neutral, domain=label, n=len(x), mean=x.mean(axis=0).tobytes(), m2=x.tobytes(),
+                             raw_rows=len(x)))
         return pa.RecordBatch.from_pylist(rows, schema=_arrow_schema())
 
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 import itertools
 
 from distunlearn.core.curves import sample_curve
+from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import EditedKL, Thresholds, scan_chunk
 from distunlearn.udfs.vectors import from_matrix, to_matrix
 
@@ -38,14 +39,20 @@ def by_chunk(batches):
         yield chunk, (batch for _, batch in runs)
 
 
-def chunk_totals(dim: int):
-    """mapInArrow: (chunk, y, ...) -> one row per chunk: (chunk, row count, sum of y)."""
+def whitened(model: PooledGaussian, batches):
+    """The whitened rows of each batch's ``vec`` column."""
+    for batch in batches:
+        yield model.whiten(to_matrix(batch.column("vec"), model.dim))
+
+
+def chunk_totals(model: PooledGaussian):
+    """mapInArrow: (chunk, vec, ...) -> one row per chunk: (chunk, row count, sum of the whitened rows)."""
+    dim = model.dim
 
     def totals(batches):
         for chunk, parts in by_chunk(batches):
             n, z = 0, np.zeros(dim)
-            for batch in parts:
-                y = to_matrix(batch.column("y"), dim)
+            for y in whitened(model, parts):
                 n, z = n + len(y), z + y.sum(axis=0)
             yield pa.RecordBatch.from_arrays([pa.array([chunk], pa.int32()), pa.array([n], pa.int64()),
                                               from_matrix(z[None, :])], names=["chunk", "n", "z"])
@@ -53,10 +60,10 @@ def chunk_totals(dim: int):
     return totals
 
 
-def chunk_scanner(kl: EditedKL, thresholds: Thresholds, before: dict[int, tuple[int, np.ndarray]]):
-    """mapInArrow: (chunk, y, ...) -> one ``ChunkScan`` row per chunk (with its row count), given each
-    chunk's (count, sum) before it."""
-    dim = len(kl.delta)
+def chunk_scanner(kl: EditedKL, thresholds: Thresholds, before: dict[int, tuple[int, np.ndarray]],
+                  model: PooledGaussian):
+    """mapInArrow: (chunk, vec, ...) -> one ``ChunkScan`` row per chunk (with its row count), given each
+    chunk's (count, whitened sum) before it."""
     schema = pa.schema([("chunk", pa.int32()), ("rows", pa.int64()), ("first_feasible", pa.int64()),
                         ("removal", pa.float64()), ("preservation", pa.float64()), ("best_alpha", pa.float64())])
 
@@ -64,7 +71,7 @@ def chunk_scanner(kl: EditedKL, thresholds: Thresholds, before: dict[int, tuple[
         for chunk, parts in by_chunk(batches):
             counted = _Counted(parts)
             f0, z0 = before[chunk]
-            result = scan_chunk((to_matrix(b.column("y"), dim) for b in counted), kl, thresholds, f0, z0)
+            result = scan_chunk(whitened(model, counted), kl, thresholds, f0, z0)
             for _ in counted:  # count what the scan did not need
                 pass
             yield pa.RecordBatch.from_pylist([dict(
@@ -89,14 +96,13 @@ class _Counted:
         return batch
 
 
-def chunk_curve(kl: EditedKL, before: dict[int, tuple[int, np.ndarray]], grid: np.ndarray):
-    """mapInArrow: (chunk, y, ...) -> the KLs at the ``grid`` budgets that end inside each chunk."""
-    dim = len(kl.delta)
+def chunk_curve(kl: EditedKL, before: dict[int, tuple[int, np.ndarray]], grid: np.ndarray, model: PooledGaussian):
+    """mapInArrow: (chunk, vec, ...) -> the KLs at the ``grid`` budgets that end inside each chunk."""
 
     def curve(batches):
         for chunk, parts in by_chunk(batches):
             f0, z0 = before[chunk]
-            c = sample_curve((to_matrix(b.column("y"), dim) for b in parts), kl, f0, z0, grid)
+            c = sample_curve(whitened(model, parts), kl, f0, z0, grid)
             yield pa.RecordBatch.from_arrays([pa.array(c.f, pa.int64()), pa.array(c.removal, pa.float64()),
                                               pa.array(c.preservation, pa.float64())],
                                              names=["f", "removal", "preservation"])

@@ -14,15 +14,16 @@ def score_column(rule: str) -> str:
 
 
 def scorer(model: PooledGaussian, rules: tuple[str, ...]):
-    """mapInArrow: columns (id, vec, random_key) -> (id, y = whitened vec, one score per rule)."""
-    names = ["id", "y", *map(score_column, rules)]
+    """mapInArrow: columns (id, vec, random_key) -> (id, vec, one score per rule). The vectors pass as they
+    are stored (the passes in deletion order whiten them again, which costs less than storing them whitened)."""
+    names = ["id", "vec", *map(score_column, rules)]
 
     def score(batches):
         for batch in batches:
             x = to_matrix(batch.column("vec"), model.dim)
             y = model.whiten(x)
             keys = batch.column("random_key").to_numpy(zero_copy_only=False)
-            columns = [batch.column("id"), from_matrix(y)]
+            columns = [batch.column("id"), batch.column("vec")]
             columns += [pa.array(score_rows(rule, model, x, y, keys)) for rule in rules]
             yield pa.RecordBatch.from_arrays(columns, names=names)
 

@@ -10,8 +10,9 @@ def list_lengths(column: pa.Array) -> np.ndarray:
     return column.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)
 
 
-def to_matrix(column: pa.Array, dim: int) -> np.ndarray:
-    """Rows of a list<float|double> column of equal length ``dim`` as an (n, dim) float64 matrix.
+def to_matrix(column: pa.Array, dim: int, dtype=np.float64) -> np.ndarray:
+    """Rows of a list<float|double> column of equal length ``dim`` as an (n, dim) ``dtype`` matrix (None:
+    as stored, float32 or float64).
 
     Reshapes the flat child buffer instead of building one numpy object per row; null elements
     become NaN.
@@ -19,7 +20,7 @@ def to_matrix(column: pa.Array, dim: int) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     flat = column.flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float64).reshape(len(column), dim)
+    return (flat if dtype is None else np.asarray(flat, dtype=dtype)).reshape(len(column), dim)
 
 
 def from_matrix(matrix: np.ndarray) -> pa.Array:

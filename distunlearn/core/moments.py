@@ -24,11 +24,14 @@ class DomainMoments:
 
     @classmethod
     def from_rows(cls, x: np.ndarray) -> "DomainMoments":
-        """Moments of the rows of ``x`` (n x d), computed in float64 with a two-pass centring."""
-        x = np.asarray(x, dtype=np.float64)
+        """Moments of the rows of ``x`` (n x d, float32 or float64), computed in float64 with a two-pass
+        centring (float32 rows become float64 as they are centred, without a copy of their own)."""
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
         if x.shape[0] == 0:
             return cls.empty(x.shape[1])
-        mean = x.mean(axis=0)
+        mean = x.mean(axis=0, dtype=np.float64)
         centred = x - mean
         return cls(int(x.shape[0]), mean, centred.T @ centred)
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, StructType
+from pyspark.sql.types import DoubleType, LongType, StructField, StructType
 
 from distunlearn.core.curves import Curve
 from distunlearn.core.gaussian import PooledGaussian
@@ -31,14 +31,14 @@ def chunk_count(n_unwanted: int, dim: int) -> int:
 
 
 def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int) -> DataFrame:
-    """The unwanted rows ``(id, vec)`` as (id, y, score_<rule>...), not yet computed.
+    """The unwanted rows ``(id, vec)`` as (id, vec, score_<rule>...), not yet computed.
 
     Whoever reads them more than once freezes them first (``RuleOrdering``): every later pass must see
     bit-identical scores, so the deletion set is exactly the rows ranked 1..f even if floating-point sums
     would differ on recomputation.
     """
     id_type = rows.schema["id"].dataType
-    schema = StructType([StructField("id", id_type), StructField("y", ArrayType(DoubleType()))]
+    schema = StructType([StructField("id", id_type), StructField("vec", rows.schema["vec"].dataType)]
                         + [StructField(score_column(r), DoubleType()) for r in rules])
     keyed = rows.select("id", "vec", F.xxhash64(F.lit(seed), F.col("id")).cast("double").alias("random_key"))
     return keyed.mapInArrow(scorer(model, rules), schema)
@@ -55,18 +55,19 @@ class RuleOrdering:
     Only per-chunk counts and whitened sums (chunks x dims numbers) reach the driver.
     """
 
-    def __init__(self, scored: DataFrame, rule: str, n_rows: int, dim: int, chunks: int | None = None,
+    def __init__(self, scored: DataFrame, rule: str, n_rows: int, model: PooledGaussian, chunks: int | None = None,
                  reliable: bool = False):
-        self.rule, self.n_rows = rule, n_rows
+        self.rule, self.n_rows, self.model = rule, n_rows, model
+        dim = model.dim
         self.chunks = chunks or chunk_count(n_rows, dim)
         order = [F.col("score").desc(), F.col("id").asc()]
-        rows = scored.select("id", "y", F.col(score_column(rule)).alias("score"))
+        rows = scored.select("id", "vec", F.col(score_column(rule)).alias("score"))
         rows = rows.coalesce(1) if self.chunks == 1 else rows.repartitionByRange(self.chunks, *order)
         rows = rows.sortWithinPartitions(*order).withColumn("chunk", F.spark_partition_id())
         self.rows = freeze(rows, reliable)
         totals = {0: (n_rows, np.zeros(dim))} if self.chunks == 1 else \
             {r["chunk"]: (r["n"], np.asarray(r["z"])) for r in
-             self.rows.mapInArrow(chunk_totals(dim), TOTALS_SCHEMA).collect()}
+             self.rows.mapInArrow(chunk_totals(model), TOTALS_SCHEMA).collect()}
         self._check_rows(sum(n for n, _ in totals.values()), "chunk totals")
         self.before: dict[int, tuple[int, np.ndarray]] = {}
         count, z = 0, np.zeros(dim)
@@ -82,14 +83,14 @@ class RuleOrdering:
     def choose(self, kl: EditedKL, thresholds: Thresholds, removed: Removed) -> BudgetChoice:
         """The smallest budget of this rule after the ``removed`` rows, from one scan of every chunk."""
         before = {chunk: (n + removed.count, z + removed.z) for chunk, (n, z) in self.before.items()}
-        rows = self.rows.mapInArrow(chunk_scanner(kl, thresholds, before), SCAN_SCHEMA).collect()
+        rows = self.rows.mapInArrow(chunk_scanner(kl, thresholds, before, self.model), SCAN_SCHEMA).collect()
         self._check_rows(sum(r["rows"] for r in rows), "scanned")
         scans = [ChunkScan(r["first_feasible"], r["removal"], r["preservation"], r["best_alpha"]) for r in rows]
         return choose_budget(self.rule, kl, thresholds, scans, removed)
 
     def curve(self, kl: EditedKL, grid: np.ndarray) -> Curve:
         """KL(p1||p_f) and KL(p2||p_f) at the ``grid`` budgets, from one scan of every chunk."""
-        rows = self.rows.mapInArrow(chunk_curve(kl, self.before, grid), CURVE_SCHEMA).collect()
+        rows = self.rows.mapInArrow(chunk_curve(kl, self.before, grid, self.model), CURVE_SCHEMA).collect()
         removal0, preservation0 = kl.before
         sampled = Curve(np.array([r["f"] for r in rows], dtype=np.int64), np.array([r["removal"] for r in rows]),
                         np.array([r["preservation"] for r in rows]))
