@@ -69,7 +69,7 @@ def main() -> None:
     from distunlearn.core.gaussian import PooledGaussian
     from distunlearn.core.selection import EditedKL, Removed, Thresholds
     from distunlearn.spark.checkpoints import freeze
-    from distunlearn.spark.ordering import RuleOrdering, score_unwanted
+    from distunlearn.spark.ordering import RuleOrdering, keyed_rows, score_unwanted
     from distunlearn.spark.delta_writer import NO_BROADCAST_JOINS
     from distunlearn.spark.session import get_session
     from distunlearn.spark.source import Source, labelled_rows
@@ -90,7 +90,8 @@ def main() -> None:
 
     # warm-up
     warm = statistics(labelled_of(args.warmup_table))
-    freeze(score_unwanted(warm.unwanted_rows, PooledGaussian.fit(warm.unwanted, warm.retained), ("likelihood_ratio",), 0))
+    freeze(score_unwanted(keyed_rows(warm.unwanted_rows, 0), PooledGaussian.fit(warm.unwanted, warm.retained),
+                          ("likelihood_ratio",)))
 
     labelled = labelled_of(args.table)
     df = spark.read.format("delta").load(args.table)
@@ -126,7 +127,7 @@ def main() -> None:
     kl = EditedKL.from_model(model)
     thresholds = Thresholds.resolve(kl, alpha_rel=0.5, epsilon_rel=1.0)
     scored = record("job: scoring pass (the kept unwanted rows: whiten, score, local checkpoint)",
-                    lambda: freeze(score_unwanted(stats.unwanted_rows, model, ("likelihood_ratio",), 0)))
+                    lambda: freeze(score_unwanted(keyed_rows(stats.unwanted_rows, 0), model, ("likelihood_ratio",))))
     ordering = record("job: RuleOrdering (chunks: coalesce or range partition, sort, checkpoint, chunk totals)",
                       lambda: RuleOrdering(scored, "likelihood_ratio", model.n1, model))
     choice = record("job: RuleOrdering.choose (budget scan)",

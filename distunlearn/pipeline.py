@@ -13,7 +13,7 @@ from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import EditedKL
 from distunlearn.progress import phase
 from distunlearn.spark.checkpoints import freeze
-from distunlearn.spark.ordering import RuleOrdering, chunk_count, score_unwanted
+from distunlearn.spark.ordering import RuleOrdering, chunk_count, keyed_rows, score_unwanted
 from distunlearn.spark.source import Source, labelled_rows
 from distunlearn.spark.statistics import DomainStatistics, domain_statistics
 
@@ -76,30 +76,33 @@ def fit(rows: DataFrame, domains: Domains, ridge: float, reliable: bool = False)
 
 @dataclass
 class Scored:
-    """The kept unwanted rows as (id, vec, score_<rule>...), computed where they are read, and how many there
-    are (counted by the statistics pass)."""
+    """The kept unwanted rows as (id, vec, random_key) and how many there are (counted by the statistics
+    pass); every rule's scores of them, frozen the first time an ordering of several chunks needs them."""
 
-    rows: DataFrame
+    keyed: DataFrame
     n: int
+    model: PooledGaussian
+    rules: tuple[str, ...]
     reliable: bool = False
     _frozen: DataFrame | None = field(default=None, repr=False)
 
     def frozen(self) -> DataFrame:
-        """The rows computed once and kept, for orderings that read them more than once."""
+        """(id, vec, score_<rule>...) computed once and kept."""
         if self._frozen is None:
-            self._frozen = freeze(self.rows, self.reliable)
+            with phase("scoring pass") as detail:
+                self._frozen = freeze(score_unwanted(self.keyed, self.model, self.rules), self.reliable)
+                detail.update(rules=len(self.rules), rows=self.n)
         return self._frozen
 
 
 def score(fitted: Fitted, rules: tuple[str, ...], seed: int) -> Scored:
-    """Every rule's score of every kept unwanted row (computed when an ordering first reads them)."""
-    rows = score_unwanted(fitted.stats.unwanted_rows, fitted.model, rules, seed)
-    return Scored(rows, fitted.stats.kept, fitted.reliable)
+    """The kept unwanted rows, ready to be scored by each of ``rules``."""
+    return Scored(keyed_rows(fitted.stats.unwanted_rows, seed), fitted.stats.kept, fitted.model, rules, fitted.reliable)
 
 
 def order(scored: Scored, rule: str, fitted: Fitted, chunks: int | None) -> RuleOrdering:
-    """One rule's deletion order in chunks of consecutive ranks. One chunk is sorted and frozen straight
-    from the scoring, which then runs once for it; more chunks range-partition the scores frozen once."""
+    """One rule's deletion order in chunks of consecutive ranks: one chunk is scored and sorted by each pass
+    in its task; more chunks range-partition the scores frozen once for every rule."""
     chunks = chunks or chunk_count(scored.n, fitted.model.dim)
-    rows = scored.rows if chunks == 1 else scored.frozen()
+    rows = scored.keyed if chunks == 1 else scored.frozen()
     return RuleOrdering(rows, rule, scored.n, fitted.model, chunks, fitted.reliable)

@@ -378,8 +378,8 @@ def test_selection_chunks_follow_the_data_not_the_slots(spark, generated, monkey
 
 
 def test_reliable_checkpoints_in_the_sessions_checkpoint_dir(spark, generated, tmp_path):
-    """``checkpoint_dir`` freezes the scanned, scored and ordered rows as reliable checkpoints in the
-    session's checkpoint directory (files appear there) with the same deletion set as local checkpoints;
+    """``checkpoint_dir`` freezes the scanned rows (and, with several chunks, the scored and ordered ones) as
+    reliable checkpoints in the session's checkpoint directory (files appear there) with the same deletion set as local checkpoints;
     a directory the session does not use is refused before any work."""
     from distunlearn import Unlearner
     from distunlearn.errors import DistunlearnError

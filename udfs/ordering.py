@@ -5,22 +5,30 @@ and whitened sum of the chunks before it (``chunk_totals``, summed on the driver
 every budget that ends inside it (``chunk_scanner``) and to rank its rows (``ranked_rows``).
 Each row carries its chunk id in the column ``chunk``; a task may hold several chunks (after a
 coalesce, say), each one's rows together and in order, and handles each on its own.
+
+The rows come sorted by Spark with a ``score`` column, or (``rule`` given: one chunk of rows
+``id, vec, random_key``) they are scored and sorted in the task (``ordered_chunks``), which then
+reports a digest of the order: every pass over the same rows must see the same one.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
+
 import numpy as np
 import pyarrow as pa
-import itertools
 
 from distunlearn.core.curves import sample_curve
 from distunlearn.core.gaussian import PooledGaussian
+from distunlearn.core.rules import score_rows
 from distunlearn.core.selection import EditedKL, Thresholds, scan_chunk
 from distunlearn.udfs.vectors import from_matrix, to_matrix
 
 TOTALS_SCHEMA = "chunk int, n long, z array<double>"
 SCAN_SCHEMA = ("chunk int, rows long, first_feasible long, removal double, preservation double, "
-               "best_alpha double")
-CURVE_SCHEMA = "f long, removal double, preservation double"
+               "best_alpha double, digest string")
+CURVE_SCHEMA = "f long, removal double, preservation double, digest string"
+BATCH_ROWS = 8_192   # rows per batch of a chunk sorted in the task (a scan that stops early whitens no more)
 
 
 def _slices(batches):
@@ -37,6 +45,25 @@ def by_chunk(batches):
     """(chunk id, iterator over that chunk's batches) for each chunk in the task's rows."""
     for chunk, runs in itertools.groupby(_slices(batches), key=lambda run: run[0]):
         yield chunk, (batch for _, batch in runs)
+
+
+def ordered_chunks(batches, model: PooledGaussian, rule: str | None):
+    """(chunk id, its batches in deletion order with columns id, vec, score, digest) for each chunk of a
+    task. Without ``rule`` the rows come so (sorted by Spark; digest None); with it, each chunk's rows are
+    scored by ``rule`` and sorted here as Spark sorts them (score descending, then id ascending), and the
+    digest is the SHA-256 of the sorted scores."""
+    for chunk, parts in by_chunk(batches):
+        if rule is None:
+            yield chunk, parts, None
+            continue
+        table = pa.Table.from_batches(list(parts))
+        x = to_matrix(table.column("vec"), model.dim)
+        keys = table.column("random_key").to_numpy()
+        scores = score_rows(rule, model, x, model.whiten(x), keys)
+        table = pa.table({"id": table.column("id"), "vec": table.column("vec"), "score": scores})
+        table = table.sort_by([("score", "descending"), ("id", "ascending")])
+        digest = hashlib.sha256(table.column("score").to_numpy().astype("<f8").tobytes()).hexdigest()
+        yield chunk, table.to_batches(max_chunksize=BATCH_ROWS), digest
 
 
 def whitened(model: PooledGaussian, batches):
@@ -61,14 +88,15 @@ def chunk_totals(model: PooledGaussian):
 
 
 def chunk_scanner(kl: EditedKL, thresholds: Thresholds, before: dict[int, tuple[int, np.ndarray]],
-                  model: PooledGaussian):
-    """mapInArrow: (chunk, vec, ...) -> one ``ChunkScan`` row per chunk (with its row count), given each
-    chunk's (count, whitened sum) before it."""
+                  model: PooledGaussian, rule: str | None = None):
+    """mapInArrow: (chunk, ...) -> one ``ChunkScan`` row per chunk (with its row count and order digest),
+    given each chunk's (count, whitened sum) before it."""
     schema = pa.schema([("chunk", pa.int32()), ("rows", pa.int64()), ("first_feasible", pa.int64()),
-                        ("removal", pa.float64()), ("preservation", pa.float64()), ("best_alpha", pa.float64())])
+                        ("removal", pa.float64()), ("preservation", pa.float64()), ("best_alpha", pa.float64()),
+                        ("digest", pa.string())])
 
     def scan(batches):
-        for chunk, parts in by_chunk(batches):
+        for chunk, parts, digest in ordered_chunks(batches, model, rule):
             counted = _Counted(parts)
             f0, z0 = before[chunk]
             result = scan_chunk(whitened(model, counted), kl, thresholds, f0, z0)
@@ -76,7 +104,7 @@ def chunk_scanner(kl: EditedKL, thresholds: Thresholds, before: dict[int, tuple[
                 pass
             yield pa.RecordBatch.from_pylist([dict(
                 chunk=chunk, rows=counted.rows, first_feasible=result.first_feasible, removal=result.removal,
-                preservation=result.preservation, best_alpha=result.best_alpha)], schema=schema)
+                preservation=result.preservation, best_alpha=result.best_alpha, digest=digest)], schema=schema)
 
     return scan
 
@@ -96,25 +124,34 @@ class _Counted:
         return batch
 
 
-def chunk_curve(kl: EditedKL, before: dict[int, tuple[int, np.ndarray]], grid: np.ndarray, model: PooledGaussian):
-    """mapInArrow: (chunk, vec, ...) -> the KLs at the ``grid`` budgets that end inside each chunk."""
+def chunk_curve(kl: EditedKL, before: dict[int, tuple[int, np.ndarray]], grid: np.ndarray, model: PooledGaussian,
+                rule: str | None = None):
+    """mapInArrow: (chunk, ...) -> the KLs at the ``grid`` budgets that end inside each chunk, with the
+    chunk's order digest."""
 
     def curve(batches):
-        for chunk, parts in by_chunk(batches):
+        for chunk, parts, digest in ordered_chunks(batches, model, rule):
             f0, z0 = before[chunk]
             c = sample_curve(whitened(model, parts), kl, f0, z0, grid)
             yield pa.RecordBatch.from_arrays([pa.array(c.f, pa.int64()), pa.array(c.removal, pa.float64()),
-                                              pa.array(c.preservation, pa.float64())],
-                                             names=["f", "removal", "preservation"])
+                                              pa.array(c.preservation, pa.float64()),
+                                              pa.array([digest] * len(c.f), pa.string())],
+                                             names=["f", "removal", "preservation", "digest"])
 
     return curve
 
 
-def ranked_rows(rows_before: dict[int, int], budget: int):
-    """mapInArrow: (chunk, id, score, ...) -> (id, score, rank) for the rows ranked 1..budget."""
+def ranked_rows(rows_before: dict[int, int], budget: int, model: PooledGaussian, rule: str | None = None,
+                digest: str | None = None):
+    """mapInArrow: (chunk, ...) -> (id, score, rank) for the rows ranked 1..budget. Rows sorted in the task
+    must be in the order whose ``digest`` (when given) the budget was chosen on, else the task fails and
+    nothing is written from it."""
 
     def rank(batches):
-        for chunk, parts in by_chunk(batches):
+        for chunk, parts, seen in ordered_chunks(batches, model, rule):
+            if digest is not None and seen != digest:
+                raise RuntimeError(f"the deletion order of chunk {chunk} differs from the one its budget was "
+                                   f"chosen on (digest {seen} != {digest}); nothing is deleted")
             f = rows_before[chunk]
             for batch in parts:
                 if f >= budget:

@@ -30,45 +30,53 @@ def chunk_count(n_unwanted: int, dim: int) -> int:
     return max(1, min(MAX_CHUNKS, math.ceil(n_unwanted * dim * 8 / CHUNK_BYTES)))
 
 
-def score_unwanted(rows: DataFrame, model: PooledGaussian, rules: tuple[str, ...], seed: int) -> DataFrame:
-    """The unwanted rows ``(id, vec)`` as (id, vec, score_<rule>...), not yet computed.
+def keyed_rows(rows: DataFrame, seed: int) -> DataFrame:
+    """The unwanted rows ``(id, vec)`` with ``random_key``, the ``random`` rule's score (a seeded hash of the id)."""
+    return rows.select("id", "vec", F.xxhash64(F.lit(seed), F.col("id")).cast("double").alias("random_key"))
 
-    Whoever reads them more than once freezes them first (``RuleOrdering``): every later pass must see
-    bit-identical scores, so the deletion set is exactly the rows ranked 1..f even if floating-point sums
-    would differ on recomputation.
-    """
-    id_type = rows.schema["id"].dataType
-    schema = StructType([StructField("id", id_type), StructField("vec", rows.schema["vec"].dataType)]
+
+def score_unwanted(keyed: DataFrame, model: PooledGaussian, rules: tuple[str, ...]) -> DataFrame:
+    """The unwanted rows ``(id, vec, random_key)`` as (id, vec, score_<rule>...), not yet computed: freeze
+    them before reading them twice, so that every pass sees bit-identical scores."""
+    id_type = keyed.schema["id"].dataType
+    schema = StructType([StructField("id", id_type), StructField("vec", keyed.schema["vec"].dataType)]
                         + [StructField(score_column(r), DoubleType()) for r in rules])
-    keyed = rows.select("id", "vec", F.xxhash64(F.lit(seed), F.col("id")).cast("double").alias("random_key"))
     return keyed.mapInArrow(scorer(model, rules), schema)
 
 
 class RuleOrdering:
-    """One rule's unwanted rows sorted by (score desc, id asc), in chunks of consecutive ranks: a range
-    partition each, or all rows in one chunk. Every row carries its chunk id (column ``chunk``), frozen
-    with the rows, so a later re-planning of the partitions cannot hand a chunk another's offsets; the
-    per-chunk row counts are checked against ``n_rows`` on every pass that counts them.
+    """One rule's unwanted rows in deletion order, (score desc, id asc), in chunks of consecutive ranks.
 
-    ``scored`` may be computed on demand when there is one chunk (this ordering's freeze is then where each
-    score is computed, once); range partitioning reads its input twice, so more chunks need it frozen.
-    Only per-chunk counts and whitened sums (chunks x dims numbers) reach the driver.
+    One chunk (``rows``: the kept rows ``id, vec, random_key``, computed from frozen rows): every pass scores
+    and sorts the rows in its one task, with nothing stored, and reports a digest of the order; the
+    digests must agree, and ``deleted`` fails rather than rank rows in another order than the budget was
+    chosen on. More chunks (``rows``: the frozen scores ``id, vec, score_<rule>...``): a range partition
+    each, sorted by Spark and frozen with its chunk id (column ``chunk``), so a later re-planning of the
+    partitions cannot hand a chunk another's offsets. Per-chunk row counts are checked against ``n_rows``
+    on every pass that counts them.
+
+    Only per-chunk counts, whitened sums (chunks x dims numbers) and digests reach the driver.
     """
 
-    def __init__(self, scored: DataFrame, rule: str, n_rows: int, model: PooledGaussian, chunks: int | None = None,
+    def __init__(self, rows: DataFrame, rule: str, n_rows: int, model: PooledGaussian, chunks: int | None = None,
                  reliable: bool = False):
         self.rule, self.n_rows, self.model = rule, n_rows, model
         dim = model.dim
         self.chunks = chunks or chunk_count(n_rows, dim)
-        order = [F.col("score").desc(), F.col("id").asc()]
-        rows = scored.select("id", "vec", F.col(score_column(rule)).alias("score"))
-        rows = rows.coalesce(1) if self.chunks == 1 else rows.repartitionByRange(self.chunks, *order)
-        rows = rows.sortWithinPartitions(*order).withColumn("chunk", F.spark_partition_id())
-        self.rows = freeze(rows, reliable)
-        totals = {0: (n_rows, np.zeros(dim))} if self.chunks == 1 else \
-            {r["chunk"]: (r["n"], np.asarray(r["z"])) for r in
-             self.rows.mapInArrow(chunk_totals(model), TOTALS_SCHEMA).collect()}
-        self._check_rows(sum(n for n, _ in totals.values()), "chunk totals")
+        self.digest: str | None = None
+        if self.chunks == 1:
+            self.in_task = rule
+            self.rows = rows.select("id", "vec", "random_key").coalesce(1).withColumn("chunk", F.lit(0))
+            totals = {0: (n_rows, np.zeros(dim))}
+        else:
+            self.in_task = None
+            order = [F.col("score").desc(), F.col("id").asc()]
+            ranged = rows.select("id", "vec", F.col(score_column(rule)).alias("score")) \
+                .repartitionByRange(self.chunks, *order).sortWithinPartitions(*order)
+            self.rows = freeze(ranged.withColumn("chunk", F.spark_partition_id()), reliable)
+            totals = {r["chunk"]: (r["n"], np.asarray(r["z"])) for r in
+                      self.rows.mapInArrow(chunk_totals(model), TOTALS_SCHEMA).collect()}
+            self._check_rows(sum(n for n, _ in totals.values()), "chunk totals")
         self.before: dict[int, tuple[int, np.ndarray]] = {}
         count, z = 0, np.zeros(dim)
         for chunk in sorted(totals):
@@ -80,17 +88,31 @@ class RuleOrdering:
             raise RuntimeError(f"{self.rule}: the {what} count {counted} of {self.n_rows} ordered rows; "
                                "the deletion order was read incompletely")
 
+    def _check_digest(self, digests) -> None:
+        """Passes that sort in the task must all see one order: the first one seen."""
+        seen = {d for d in digests if d is not None}
+        if self.in_task is None or not seen:
+            return
+        self.digest = self.digest or next(iter(seen))
+        if seen != {self.digest}:
+            raise RuntimeError(f"{self.rule}: the deletion order differs between two passes over the same rows "
+                               f"(digests {sorted(seen | {self.digest})})")
+
     def choose(self, kl: EditedKL, thresholds: Thresholds, removed: Removed) -> BudgetChoice:
         """The smallest budget of this rule after the ``removed`` rows, from one scan of every chunk."""
         before = {chunk: (n + removed.count, z + removed.z) for chunk, (n, z) in self.before.items()}
-        rows = self.rows.mapInArrow(chunk_scanner(kl, thresholds, before, self.model), SCAN_SCHEMA).collect()
+        scanner = chunk_scanner(kl, thresholds, before, self.model, self.in_task)
+        rows = self.rows.mapInArrow(scanner, SCAN_SCHEMA).collect()
         self._check_rows(sum(r["rows"] for r in rows), "scanned")
+        self._check_digest(r["digest"] for r in rows)
         scans = [ChunkScan(r["first_feasible"], r["removal"], r["preservation"], r["best_alpha"]) for r in rows]
         return choose_budget(self.rule, kl, thresholds, scans, removed)
 
     def curve(self, kl: EditedKL, grid: np.ndarray) -> Curve:
         """KL(p1||p_f) and KL(p2||p_f) at the ``grid`` budgets, from one scan of every chunk."""
-        rows = self.rows.mapInArrow(chunk_curve(kl, self.before, grid, self.model), CURVE_SCHEMA).collect()
+        sampler = chunk_curve(kl, self.before, grid, self.model, self.in_task)
+        rows = self.rows.mapInArrow(sampler, CURVE_SCHEMA).collect()
+        self._check_digest(r["digest"] for r in rows)
         removal0, preservation0 = kl.before
         sampled = Curve(np.array([r["f"] for r in rows], dtype=np.int64), np.array([r["removal"] for r in rows]),
                         np.array([r["preservation"] for r in rows]))
@@ -98,9 +120,9 @@ class RuleOrdering:
         return Curve.concat([start, sampled] if 0 in grid else [sampled])
 
     def deleted(self, budget: int) -> DataFrame:
-        """(id, score, rank) of the first ``budget`` rows in deletion order."""
+        """(id, score, rank) of the first ``budget`` rows in deletion order (the order the earlier passes saw)."""
         id_type = self.rows.schema["id"].dataType
         schema = StructType([StructField("id", id_type), StructField("score", DoubleType()),
                              StructField("rank", LongType())])
         rows_before = {chunk: n for chunk, (n, _) in self.before.items()}
-        return self.rows.mapInArrow(ranked_rows(rows_before, budget), schema)
+        return self.rows.mapInArrow(ranked_rows(rows_before, budget, self.model, self.in_task, self.digest), schema)
