@@ -20,6 +20,13 @@ def test_sorted_batches_make_one_run_and_falls_start_new_ones():
     assert runs_of([3, None, 4], [], [None]) == [[3, 4]]            # null ids are rejected elsewhere
 
 
+def test_integer_ids_start_a_run_where_they_jump():
+    # pieces of two files read one after the other: 1..8 then 101..108 (a jump of 93 steps of 1)
+    assert runs_of(list(range(1, 9)) + list(range(101, 109))) == [[1, 8], [101, 108]]
+    assert runs_of(list(range(1, 9)), list(range(101, 109))) == [[1, 8], [101, 108]]
+    assert runs_of(list(range(0, 800, 100)), [900, 1000]) == [[0, 1000]]     # sparse but even: one run
+
+
 def test_strings_and_binary_runs_follow_byte_order():
     assert runs_of(["a", "b", "ba", "c"], id_type=pa.string()) == [["a", "c"]]
     # UTF-8 bytes order 'é' (C3 A9) after 'z' (7A), as Spark orders strings

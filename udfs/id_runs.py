@@ -14,6 +14,10 @@ import pyarrow.compute as pc
 
 # Runs a partition may report before it gives up (the ranges of all partitions meet in one aggregate).
 MAX_RUNS = 64
+# Integer ids also start a new run where they jump by more than this many times the batch's median step:
+# a partition reads pieces of several files one after the other, and a run spanning two pieces would
+# cover the ids of the pieces other partitions read in between.
+JUMP = 64
 
 
 def orderable(dtype: pa.DataType) -> bool:
@@ -39,11 +43,19 @@ class IdRuns:
             return
         falls = pc.less_equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False) if n > 1 \
             else np.zeros(0, dtype=bool)
+        gap = None
+        if pa.types.is_integer(ids.type) and n > 1:
+            steps = np.diff(ids.to_numpy().astype(np.float64))
+            positive = steps[steps > 0]
+            if len(positive):
+                gap = JUMP * float(np.median(positive))
+                falls = falls | (steps > gap)
         starts = [0, *(np.flatnonzero(falls) + 1).tolist()]
         ends = [*starts[1:], n]
         for start, end in zip(starts, ends):
             first, last = ids[start].as_py(), ids[end - 1].as_py()
-            if start == 0 and self.runs and self.runs[-1][1] < first:
+            goes_on = self.runs and self.runs[-1][1] < first and (gap is None or first - self.runs[-1][1] <= gap)
+            if start == 0 and goes_on:
                 self.runs[-1][1] = last   # the batch goes on with the run the last batch ended
             else:
                 self.runs.append([first, last])

@@ -172,7 +172,7 @@ def _surely_bounded(part: "DomainMoments | np.ndarray") -> bool:
     """Whether every value behind these moments (or rows) is finite and at most ``TOO_LARGE``, told from the
     moments alone: |x - mean| <= sqrt(m2's diagonal) in every coordinate. False means: look at the rows."""
     if isinstance(part, np.ndarray):
-        return bool(np.isfinite(part).all() and np.abs(part).max() <= TOO_LARGE)
+        return bool(np.isfinite(part).all() and float(np.abs(part).max()) <= TOO_LARGE)
     if not (np.isfinite(part.mean).all() and np.isfinite(part.m2).all()):
         return False
     reach = np.abs(part.mean) + np.sqrt(np.maximum(np.diag(part.m2), 0.0))
