@@ -49,14 +49,14 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
     grid = budget_grid(model.n1, config.points)
     halving = halving_thresholds(kl)
     ordered = tuple(r for r in config.rules if r != "random" or downstream is not None)
-    scored = score(fitted, ordered, config.seed)
+    scored = score(fitted, ordered, config.seed, config.order_chunks)
 
     rules: dict[str, dict] = {}
     curves: dict[str, Curve] = {}
     runs: dict[str, list] = {}
     for rule in config.rules:
         with phase(f"curve, {rule}") as detail:
-            ordering = order(scored, rule, fitted, config.order_chunks) if rule in ordered else None
+            ordering = order(scored, rule, fitted) if rule in ordered else None
             if rule == "random":
                 expectation = RandomExpectation.from_scatter(kl, model.whitener, stats.unwanted.m2)
                 curve, budget, method = expectation.curve(grid), expectation.first_reaching(halving.alpha), \

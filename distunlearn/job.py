@@ -102,11 +102,11 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str,
             removed, n_requested = _requested_removal(labelled.rows, model)
             detail.update(rows=n_requested, in_domains=removed.count)
 
-    scored = score(fitted, config.rules, config.seed)
+    scored = score(fitted, config.rules, config.seed, config.order_chunks)
     choices, orderings, best = [], {}, None
     for rule in config.rules:
         with phase(f"selection, {rule}") as detail:
-            ordering = order(scored, rule, fitted, config.order_chunks)
+            ordering = order(scored, rule, fitted)
             choice = ordering.choose(kl, thresholds, removed)
             detail.update(chunks=ordering.chunks, deleted=choice.deleted if choice.feasible else "infeasible")
         choices.append(choice)

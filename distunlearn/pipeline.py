@@ -5,7 +5,7 @@ orderings; ``verify`` reruns the first three steps on the table as it is now.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -74,35 +74,33 @@ def fit(rows: DataFrame, domains: Domains, ridge: float, reliable: bool = False)
     return Fitted(stats, model, EditedKL.from_model(model), reliable)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Scored:
-    """The kept unwanted rows as (id, vec, random_key) and how many there are (counted by the statistics
-    pass); every rule's scores of them, frozen the first time an ordering of several chunks needs them."""
+    """The kept unwanted rows as (id, vec, random_key), how many there are (counted by the statistics pass)
+    and the chunks of every rule's order; with more than one chunk, every rule's scores of the rows,
+    computed once and frozen (``frozen``)."""
 
     keyed: DataFrame
     n: int
-    model: PooledGaussian
-    rules: tuple[str, ...]
-    reliable: bool = False
-    _frozen: DataFrame | None = field(default=None, repr=False)
-
-    def frozen(self) -> DataFrame:
-        """(id, vec, score_<rule>...) computed once and kept."""
-        if self._frozen is None:
-            with phase("scoring pass") as detail:
-                self._frozen = freeze(score_unwanted(self.keyed, self.model, self.rules), self.reliable)
-                detail.update(rules=len(self.rules), rows=self.n)
-        return self._frozen
+    chunks: int
+    frozen: DataFrame | None = None
 
 
-def score(fitted: Fitted, rules: tuple[str, ...], seed: int) -> Scored:
-    """The kept unwanted rows, ready to be scored by each of ``rules``."""
-    return Scored(keyed_rows(fitted.stats.unwanted_rows, seed), fitted.stats.kept, fitted.model, rules, fitted.reliable)
+def score(fitted: Fitted, rules: tuple[str, ...], seed: int, chunks: int | None = None) -> Scored:
+    """The kept unwanted rows, ready for each of ``rules``: one chunk (``chunk_count`` of the rows, unless
+    ``chunks`` is given) is scored by every pass in its task; more are scored here once and frozen."""
+    keyed = keyed_rows(fitted.stats.unwanted_rows, seed)
+    n = fitted.stats.kept
+    chunks = chunks or chunk_count(n, fitted.model.dim)
+    if chunks == 1:
+        return Scored(keyed, n, chunks)
+    with phase("scoring pass") as detail:
+        frozen = freeze(score_unwanted(keyed, fitted.model, rules), fitted.reliable)
+        detail.update(rules=len(rules), rows=n)
+    return Scored(keyed, n, chunks, frozen)
 
 
-def order(scored: Scored, rule: str, fitted: Fitted, chunks: int | None) -> RuleOrdering:
-    """One rule's deletion order in chunks of consecutive ranks: one chunk is scored and sorted by each pass
-    in its task; more chunks range-partition the scores frozen once for every rule."""
-    chunks = chunks or chunk_count(scored.n, fitted.model.dim)
-    rows = scored.keyed if chunks == 1 else scored.frozen()
-    return RuleOrdering(rows, rule, scored.n, fitted.model, chunks, fitted.reliable)
+def order(scored: Scored, rule: str, fitted: Fitted) -> RuleOrdering:
+    """One rule's deletion order in ``scored.chunks`` chunks of consecutive ranks."""
+    rows = scored.keyed if scored.chunks == 1 else scored.frozen
+    return RuleOrdering(rows, rule, scored.n, fitted.model, scored.chunks, fitted.reliable)

@@ -332,7 +332,7 @@ def test_chunk_ids_survive_a_forced_coalesce(spark, generated):
 
     domains = Domains("id", "embedding", **DOMAINS)
     fitted = fit(read_labelled(spark, generated["path"], "delta", domains).rows, domains, 1e-6)
-    ordering = order(score(fitted, ("likelihood_ratio",), 0), "likelihood_ratio", fitted, 4)
+    ordering = order(score(fitted, ("likelihood_ratio",), 0, chunks=4), "likelihood_ratio", fitted)
     thresholds = Thresholds.resolve(fitted.kl, alpha_rel=0.5, epsilon_rel=1.0)
     nothing = Removed.nothing(fitted.model.dim)
     chosen = ordering.choose(fitted.kl, thresholds, nothing)
@@ -365,7 +365,7 @@ def test_selection_chunks_follow_the_data_not_the_slots(spark, generated, monkey
     assert spark.sparkContext.defaultParallelism == 4
     domains = Domains("id", "embedding", **DOMAINS)
     fitted = fit(read_labelled(spark, generated["path"], "delta", domains).rows, domains, 1e-6)
-    scored = score(fitted, ("likelihood_ratio",), 0).frozen()
+    scored = score(fitted, ("likelihood_ratio",), 0, chunks=6).frozen
     ordering = spark_ordering.RuleOrdering(scored, "likelihood_ratio", 60, fitted.model)
     assert ordering.chunks == 6 and ordering.rows.select("chunk").distinct().count() == 6
     thresholds = Thresholds.resolve(fitted.kl, alpha_rel=0.5, epsilon_rel=1.0)
@@ -379,7 +379,8 @@ def test_selection_chunks_follow_the_data_not_the_slots(spark, generated, monkey
 
 def test_reliable_checkpoints_in_the_sessions_checkpoint_dir(spark, generated, tmp_path):
     """``checkpoint_dir`` freezes the scanned rows (and, with several chunks, the scored and ordered ones) as
-    reliable checkpoints in the session's checkpoint directory (files appear there) with the same deletion set as local checkpoints;
+    reliable checkpoints in the session's checkpoint directory (files appear there) with the same deletion
+    set as local checkpoints;
     a directory the session does not use is refused before any work."""
     from distunlearn import Unlearner
     from distunlearn.errors import DistunlearnError
