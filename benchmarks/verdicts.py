@@ -81,8 +81,9 @@ def verdicts(results: dict, args) -> list[dict]:
             f" -> {plan_scale['memory'].get('jvm_heap_committed_mib')}); checkpoint block storage "
             f"{plan['memory'].get('block_storage_mib')} -> {plan_scale['memory'].get('block_storage_mib')} MiB; "
             f"Python driver {pa_:.0f} -> {pb:.0f} MiB",
-            "in local mode the driver JVM is also the executor: the scoring and ordering local checkpoints "
-            "(MEMORY_AND_DISK block storage, O(unwanted rows x dims) doubles), the Arrow batches and the shuffle "
+            "in local mode the driver JVM is also the executor: the local checkpoints of the kept unwanted rows "
+            "(and, with several chunks, of the scores and orderings; MEMORY_AND_DISK block storage, O(unwanted rows "
+            "x dims) numbers), the Arrow batches and the shuffle "
             "buffers live in its heap, which G1 grows towards -Xmx (spark.driver.memory) under that pressure")
     alone, alone_scale = _m(results, base, "plan_likelihood_ratio", "spark_cluster"), \
         _m(results, scale, "plan_likelihood_ratio", "spark_cluster")
@@ -245,7 +246,7 @@ def _partition_verdicts(results: dict) -> list[dict]:
                        f"({f['packed_partial_bytes']:,} bytes)"
                        for c in cases if c is not big and (f := partition_figures(c)))
     measured = "did not finish" if fig is None else (
-        f"{fig['partitions']} scan partitions ({big['files']} files), no coalescing (as over Spark Connect); plan "
+        f"{fig['partitions']} scan partitions ({big['files']} files), no coalescing (as for a DataFrame source); plan "
         f"{fig['seconds']} s, statistics pass {fig['statistics_seconds']} s over {fig['statistics_tasks']} tasks; "
         f"merge tasks' peak memory (largest Python worker RSS in the statistics pass) {fig['peak_worker_rss_mib']} "
         f"MiB = {fig['multiple']} x one packed partial ({fig['packed_partial_bytes']:,} bytes)")
