@@ -17,10 +17,10 @@ from distunlearn.udfs.ordering import (CURVE_SCHEMA, SCAN_SCHEMA, TOTALS_SCHEMA,
 from distunlearn.udfs.scoring import score_column, scorer
 
 # Chunks (= tasks of every pass in deletion order) are sized by the data, not by the cluster's slots at plan
-# time: one per CHUNK_BYTES of whitened float64 rows, at most MAX_CHUNKS (the driver holds chunks x dims
-# numbers). A chunk is sorted by Spark (which spills) and streamed through Python, so its size needs no
-# hard bound; one chunk needs neither the range partitioner's sampling job, nor a shuffle, nor a pass for
-# chunk totals.
+# time: one per CHUNK_BYTES of rows as float64, at most MAX_CHUNKS (the driver holds chunks x dims numbers).
+# One chunk is scored and sorted in the memory of its one task (about four copies of CHUNK_BYTES at most) and
+# needs no checkpoint, sampling job, shuffle or pass for chunk totals; more chunks are sorted by Spark (which
+# spills) and streamed through Python, so their size needs no hard bound.
 CHUNK_BYTES = 128 * 1024 * 1024
 MAX_CHUNKS = 4096
 
