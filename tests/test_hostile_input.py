@@ -29,7 +29,7 @@ import reliability
 from cluster import descendants, process_tree
 from conftest import SMALL_DRIVER_FLAGS, domain_table, write_delta
 from distunlearn.spark.session import session_conf
-from distunlearn.spark.source import PARTITION_BYTES, TASKS_PER_CORE, Source, partition_target
+from distunlearn.spark.source import PARTITION_BYTES, TASKS_PER_CORE, Source, partition_target, scan_partitions
 from test_cli_errors import cli_args, run
 
 UNWANTED, RETAINED = "topic = 'unwanted'", "topic = 'retained'"
@@ -220,6 +220,10 @@ def test_coalescing_keeps_a_large_table_split_as_spark_would():
     assert partition_target(64, 100 * PARTITION_BYTES) == 64 * TASKS_PER_CORE
     assert partition_target(0, 0) == TASKS_PER_CORE
     assert partition_target(2, None) >= 2**31 - 1
+    # Spark's split of a table from its metadata: files packed up to the split size, or cut to it
+    assert scan_partitions(5, 270 * 2**20, 2) == 3                      # 5 files of 54 MiB, 128 MiB splits
+    assert scan_partitions(40, 40 * 16_000, 4, 600, 0) == 1067          # tiny splits, no open cost
+    assert scan_partitions(2000, 2000 * 150_000, 2) == 65               # small files cost their open cost
 
 
 # each file is its own input partition: the open cost of a file fills a whole partition

@@ -94,9 +94,10 @@ def coalesced(df: DataFrame, detail: dict | None) -> DataFrame:
         return df
     spark = df.sparkSession
     slots = cores(spark)
-    partitions = scan_partitions(int(files), int(size), slots,
-                                 conf_bytes(spark, "spark.sql.files.maxPartitionBytes") or PARTITION_BYTES,
-                                 conf_bytes(spark, "spark.sql.files.openCostInBytes") or OPEN_COST_BYTES)
+    max_bytes = conf_bytes(spark, "spark.sql.files.maxPartitionBytes")
+    open_cost = conf_bytes(spark, "spark.sql.files.openCostInBytes")
+    partitions = scan_partitions(int(files), int(size), slots, PARTITION_BYTES if max_bytes is None else max_bytes,
+                                 OPEN_COST_BYTES if open_cost is None else open_cost)
     target = partition_target(slots, int(size))
     return df.coalesce(target) if partitions > 2 * target else df
 
