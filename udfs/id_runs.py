@@ -20,11 +20,16 @@ MAX_RUNS = 64
 JUMP = 64
 
 
+def variable_width(dtype: pa.DataType) -> bool:
+    """Whether ids of this Arrow type are as long as their values (strings, binary)."""
+    return pa.types.is_string(dtype) or pa.types.is_binary(dtype) or pa.types.is_large_string(dtype) \
+        or pa.types.is_large_binary(dtype)
+
+
 def orderable(dtype: pa.DataType) -> bool:
     """Id types that Spark and Arrow (and Python) order the same way: integers, strings and binary,
     the last two byte by byte."""
-    return pa.types.is_integer(dtype) or pa.types.is_string(dtype) or pa.types.is_large_string(dtype) \
-        or pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype)
+    return pa.types.is_integer(dtype) or variable_width(dtype)
 
 
 class IdRuns:

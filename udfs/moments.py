@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distunlearn.core.moments import DomainMoments, PackedMoments, pack_upper
-from distunlearn.udfs.id_runs import IdRuns
+from distunlearn.udfs.id_runs import IdRuns, variable_width
 from distunlearn.udfs.vectors import list_lengths, to_matrix
 
 SCHEMA = ("domain int, n long, mean binary, m2 binary, "
@@ -41,7 +41,7 @@ class MomentsAccumulator:
     def add_batch(self, batch: pa.RecordBatch) -> None:
         """Add a batch of columns (id, domain, vec)."""
         self.null_ids += batch.column("id").null_count
-        if _variable_width(batch.column("id").type) and batch.num_rows:
+        if variable_width(batch.column("id").type) and batch.num_rows:
             self.id_bytes = max(self.id_bytes, pc.max(pc.binary_length(batch.column("id"))).as_py() or 0)
         domain = batch.column("domain").fill_null(0).to_numpy(zero_copy_only=False)
         vectors, ids = batch.column("vec"), batch.column("id")
@@ -177,11 +177,6 @@ def _surely_bounded(part: "DomainMoments | np.ndarray") -> bool:
         return False
     reach = np.abs(part.mean) + np.sqrt(np.maximum(np.diag(part.m2), 0.0))
     return bool(reach.max() <= TOO_LARGE * (1 - 1e-9))   # margin for the rounding of m2
-
-
-def _variable_width(dtype: pa.DataType) -> bool:
-    return pa.types.is_string(dtype) or pa.types.is_binary(dtype) or pa.types.is_large_string(dtype) \
-        or pa.types.is_large_binary(dtype)
 
 
 # The kinds of row a scan emits.

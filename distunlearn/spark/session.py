@@ -136,23 +136,25 @@ def is_connect(spark: SparkSession) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
+def setting(spark: SparkSession, key: str) -> str | None:
+    """A setting of the session (a Connect client reads the server's), or None when unset or hidden."""
+    try:
+        return spark.conf.get(key, None) or None
+    except Exception:  # noqa: BLE001 - a setting the server does not show
+        return None
+
+
 def cores(spark: SparkSession) -> int:
     """Task slots of the cluster, from its settings (a Connect client reads the server's):
     ``spark.default.parallelism``; else a local master's threads; else executors x cores each; else 2."""
-    def setting(key: str) -> str | None:
-        try:
-            return spark.conf.get(key, None) or None
-        except Exception:  # noqa: BLE001 - a setting the server does not show
-            return None
-
-    parallelism = setting("spark.default.parallelism")
+    parallelism = setting(spark, "spark.default.parallelism")
     if parallelism and parallelism.isdigit():
         return max(int(parallelism), 1)
-    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", (setting("spark.master") or "").strip())
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", (setting(spark, "spark.master") or "").strip())
     if local:
         threads = local.group(1)
         return (os.cpu_count() or 1) if threads == "*" else int(threads or 1)
-    executors, per_executor = setting("spark.executor.instances"), setting("spark.executor.cores")
+    executors, per_executor = setting(spark, "spark.executor.instances"), setting(spark, "spark.executor.cores")
     if executors and per_executor and executors.isdigit() and per_executor.isdigit():
         return max(int(executors) * int(per_executor), 1)
     return 2
@@ -160,10 +162,7 @@ def cores(spark: SparkSession) -> int:
 
 def conf_bytes(spark: SparkSession, key: str) -> int | None:
     """A size setting in bytes ("134217728", "128m", "64MB"), or None when unset or unreadable."""
-    try:
-        text = (spark.conf.get(key, None) or "").strip().lower()
-    except Exception:  # noqa: BLE001 - a setting the server does not show
-        return None
+    text = (setting(spark, key) or "").strip().lower()
     size = re.fullmatch(r"(\d+)\s*([kmgt]?)b?", text)
     return int(size.group(1)) * 1024 ** " kmgt".index(size.group(2) or " ") if size else None
 
