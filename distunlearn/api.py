@@ -48,20 +48,31 @@ class Unlearner:
     ``requests`` (a table or a DataFrame of keys) deletes those rows whatever their domain. Deleted ids
     and request keys are broadcast to their joins when they take at most ``broadcast_limit_mb`` MiB.
     ``checkpoint_dir``: reliable checkpoints there (the session's ``spark.checkpoint.dir``) instead of local ones.
+    ``objective="downstream"`` with ``label_col``: the fewest deletions at which ``classifier`` (a ``pyspark.ml``
+    class name, ``classifier_params``) retrained on the edited rows moves its forget-domain accuracy
+    ``downstream_target`` of the way to the full-removal model's, losing at most ``retained_tolerance`` of
+    retained-domain accuracy, with KL(p2||p_f) <= epsilon (see the README).
     """
 
     def __init__(self, unwanted: str, retained: str | None = None, *, id_col: str = "id",
                  vector_col: str = "embedding", alpha: float | None = None, epsilon: float | None = None,
                  alpha_rel: float | None = None, epsilon_rel: float | None = None, rule: str = "auto",
-                 seed: int = 0, ridge: float = 1e-6, order_chunks: int | None = None, requests=None,
+                 seed: int = 0, ridge: float = 1e-6, covariance: str = "ridge", order_chunks: int | None = None,
+                 requests=None,
                  request_key: str | None = None, format: str = "delta",
-                 broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB, checkpoint_dir: str | None = None):
+                 broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB, checkpoint_dir: str | None = None,
+                 objective: str = "kl", label_col: str | None = None, downstream_target: float = 0.5,
+                 retained_tolerance: float = 0.01, classifier: str = "LogisticRegression",
+                 classifier_params: dict | None = None):
         self.config = UnlearnConfig(source="<unset>", unwanted=unwanted, retained=retained, id_col=id_col,
                                     vector_col=vector_col, alpha=alpha, epsilon=epsilon, alpha_rel=alpha_rel,
-                                    epsilon_rel=epsilon_rel, rule=rule, seed=seed, ridge=ridge,
+                                    epsilon_rel=epsilon_rel, rule=rule, seed=seed, ridge=ridge, covariance=covariance,
                                     order_chunks=order_chunks, requests=requests, request_key=request_key,
                                     format=format, broadcast_limit_mb=broadcast_limit_mb,
-                                    checkpoint_dir=checkpoint_dir, dry_run=True)
+                                    checkpoint_dir=checkpoint_dir, objective=objective, label_col=label_col,
+                                    downstream_target=downstream_target, retained_tolerance=retained_tolerance,
+                                    classifier=classifier, classifier_params=classifier_params or {},
+                                    dry_run=True)
 
     @classmethod
     def from_config(cls, config: UnlearnConfig) -> "Unlearner":
@@ -90,9 +101,11 @@ class Unlearner:
 
         c = self.config
         config = EvaluateConfig(source=data, unwanted=c.unwanted, retained=c.retained, id_col=c.id_col,
-                                vector_col=c.vector_col, seed=c.seed, ridge=c.ridge, order_chunks=c.order_chunks,
-                                checkpoint_dir=c.checkpoint_dir,
-                                format=c.format, **options)
+                                vector_col=c.vector_col, seed=c.seed, ridge=c.ridge, covariance=c.covariance,
+                                order_chunks=c.order_chunks,
+                                checkpoint_dir=c.checkpoint_dir, format=c.format,
+                                **{"label_col": c.label_col, "classifier": c.classifier,
+                                   "classifier_params": c.classifier_params, **options})
         return evaluate(_session(data, spark), config)
 
 

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from distunlearn.config import RULE_CHOICES, EvaluateConfig, UnlearnConfig
+from distunlearn.config import OBJECTIVES, RULE_CHOICES, EvaluateConfig, UnlearnConfig
 from distunlearn.core.rules import RULE_HELP, RULES
 from distunlearn.embed import add_embed_parser, run_embed
 from distunlearn.errors import DistunlearnError, InfeasibleError
@@ -28,11 +28,22 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retained", help="SQL predicate of the domain to keep close to (default: NOT unwanted)")
     p.add_argument("--seed", type=int, help="seed of the random rule (default 0)")
     p.add_argument("--ridge", type=float, help="ridge lambda: adds lambda*trace(Sigma)/d*I (default 1e-6)")
+    p.add_argument("--covariance", choices=("ridge", "oas"),
+                   help="pooled covariance: ridge = as estimated, plus the --ridge term; oas = first shrunk "
+                        "towards trace(Sigma)/d*I by the Oracle Approximating Shrinkage weight, then the --ridge "
+                        "term (default ridge)")
     p.add_argument("--order-chunks", type=int, help="chunks of the ordered unwanted rows (default: by size)")
     p.add_argument("--checkpoint-dir",
                    help="reliable checkpoints in this directory (survive a lost executor); the session must use it "
                         "as spark.checkpoint.dir, which a local session does (default: local checkpoints)")
     p.add_argument("--report", help="path of the JSON report")
+    p.add_argument("--label-col", help="class label a downstream classifier learns (numeric 0, 1, ... or string)")
+    p.add_argument("--test-fraction", type=float, help="share of rows held out by id hash for the downstream "
+                                                       "metrics (default 0.2)")
+    p.add_argument("--classifier", help="downstream pyspark.ml classifier, by class name or dotted path (default "
+                                        "LogisticRegression); its params: config key classifier_params")
+    p.add_argument("--max-iter", type=int, help="logistic regression iterations (default 100)")
+    p.add_argument("--reg-param", type=float, help="logistic regression L2 strength (default 1e-4)")
     add_session_arguments(p)
 
 
@@ -54,6 +65,16 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha-rel", type=float,
                    help="alpha relative to doing nothing (0) and full removal (1); default 0.5")
     p.add_argument("--epsilon-rel", type=float, help="epsilon relative to KL(p2||p_0) today; default 1.0")
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="kl (default): meet the KL thresholds; downstream: the fewest deletions at which a "
+                        "classifier retrained on the edited rows forgets the domain (needs --label-col)")
+    p.add_argument("--downstream-target", type=float,
+                   help="downstream: forget-domain accuracy this far from the all-data model's to the full-removal "
+                        "model's (default 0.5: halfway)")
+    p.add_argument("--retained-tolerance", type=float,
+                   help="downstream: largest drop of the retained-domain accuracy (default 0.01)")
+    p.add_argument("--budget-steps", type=int,
+                   help="downstream: the budget is searched in steps of 1/N of the unwanted rows (default 100)")
     p.add_argument("--rule", choices=RULE_CHOICES,
                    help="scoring rule (default auto: evaluate all, keep the fewest deletions). "
                         + "; ".join(f"{k}: {v}" for k, v in RULE_HELP.items()))
@@ -84,11 +105,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", type=int, help="budgets sampled per curve (default 101)")
     p.add_argument("--downstream", action="store_true", default=None,
                    help="also retrain a logistic regression at a grid of budgets per rule (needs --label-col)")
-    p.add_argument("--label-col", help="numeric class label the downstream classifier learns")
-    p.add_argument("--test-fraction", type=float, help="share of rows held out by id hash (default 0.2)")
     p.add_argument("--downstream-grid", help="fractions of the unwanted rows deleted (default 0,0.1,0.25,0.5,0.75,0.9,1)")
-    p.add_argument("--max-iter", type=int, help="logistic regression iterations (default 100)")
-    p.add_argument("--reg-param", type=float, help="logistic regression L2 strength (default 1e-4)")
 
 
 def config_from_args(args: argparse.Namespace, cls=UnlearnConfig):

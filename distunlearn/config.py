@@ -10,12 +10,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distunlearn.core.gaussian import COVARIANCES
 from distunlearn.core.rules import RULES
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB
 from distunlearn.spark.table import TableRef
 
 RULE_CHOICES = (*RULES, "auto")
+OBJECTIVES = ("kl", "downstream")
 HASH_KEY_ENV = "DISTUNLEARN_HASH_KEY"
 LEDGER_NAME = "distunlearn_ledger"
 
@@ -35,10 +37,17 @@ class SourceConfig:
     retained: str | None = None
     seed: int = 0
     ridge: float = 1e-6
+    covariance: str = "ridge"
     order_chunks: int | None = None
     checkpoint_dir: str | None = None
     report: str | None = None
     spark_conf: dict = field(default_factory=dict)
+    label_col: str | None = None
+    test_fraction: float = 0.2
+    classifier: str = "LogisticRegression"
+    classifier_params: dict = field(default_factory=dict)
+    max_iter: int = 100
+    reg_param: float = 1e-4
 
     @property
     def source_table(self) -> TableRef | None:
@@ -52,8 +61,25 @@ class SourceConfig:
             raise DistunlearnError(f"--format must be delta or parquet, got {self.format!r}")
         if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
             raise DistunlearnError(f"--ridge must be a finite number >= 0, got {self.ridge}")
+        if self.covariance not in COVARIANCES:
+            raise DistunlearnError(f"--covariance must be one of {', '.join(COVARIANCES)}, got {self.covariance!r}")
         if self.order_chunks is not None and self.order_chunks < 1:
             raise DistunlearnError("--order-chunks must be >= 1")
+        if not (isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1):
+            raise DistunlearnError(f"--test-fraction must be between 0 and 1, got {self.test_fraction}")
+        if self.max_iter < 1 or not (math.isfinite(self.reg_param) and self.reg_param >= 0):
+            raise DistunlearnError("--max-iter must be >= 1 and --reg-param a finite number >= 0")
+        if not isinstance(self.classifier_params, dict):
+            raise DistunlearnError("classifier_params must be a table of the classifier's params, e.g. {maxDepth = 5}")
+
+    @property
+    def downstream_classifier(self) -> "Classifier":
+        """The downstream classifier; ``max_iter`` and ``reg_param`` are the default logistic regression's."""
+        from distunlearn.spark.downstream import Classifier
+
+        lr = {"maxIter": self.max_iter, "regParam": self.reg_param} \
+            if self.classifier.rpartition(".")[2] == "LogisticRegression" else {}
+        return Classifier(self.classifier, {**lr, **self.classifier_params})
 
     @classmethod
     def load(cls, path: str | None = None, **overrides):
@@ -72,7 +98,8 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class UnlearnConfig(SourceConfig):
-    """Everything ``distunlearn unlearn`` needs."""
+    """Everything ``distunlearn unlearn`` needs. ``objective`` "kl" meets the KL thresholds; "downstream"
+    finds the budget at which a classifier retrained on the edited rows forgets (``--downstream-target``)."""
 
     alpha: float | None = None
     epsilon: float | None = None
@@ -92,6 +119,10 @@ class UnlearnConfig(SourceConfig):
     ledger: str | None = None
     max_retries: int = 3
     broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB
+    objective: str = "kl"
+    downstream_target: float = 0.5
+    retained_tolerance: float = 0.01
+    budget_steps: int = 100
 
     def __post_init__(self):
         super().__post_init__()
@@ -119,6 +150,22 @@ class UnlearnConfig(SourceConfig):
             raise DistunlearnError("--purge erases deleted rows physically from the source: it needs --in-place")
         if self.retention_hours is not None and not (math.isfinite(self.retention_hours) and self.retention_hours >= 0):
             raise DistunlearnError(f"--retention-hours must be a finite number >= 0, got {self.retention_hours}")
+        if self.objective not in OBJECTIVES:
+            raise DistunlearnError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective == "downstream":
+            if not self.label_col:
+                raise DistunlearnError("--objective downstream needs --label-col, the class label the classifier learns")
+            if self.requests is not None:
+                raise DistunlearnError("--objective downstream does not take --requests: erase requested rows in a "
+                                       "run of their own first")
+            if self.alpha is not None or self.alpha_rel is not None:
+                raise DistunlearnError("--objective downstream replaces --alpha/--alpha-rel by --downstream-target")
+        if not (isinstance(self.downstream_target, (int, float)) and 0 < self.downstream_target <= 1):
+            raise DistunlearnError(f"--downstream-target must be in (0, 1], got {self.downstream_target}")
+        if not (isinstance(self.retained_tolerance, (int, float)) and 0 <= self.retained_tolerance <= 1):
+            raise DistunlearnError(f"--retained-tolerance must be between 0 and 1, got {self.retained_tolerance}")
+        if not (isinstance(self.budget_steps, int) and 2 <= self.budget_steps <= 100_000):
+            raise DistunlearnError(f"--budget-steps must be an integer from 2 to 100000, got {self.budget_steps}")
         if self.max_retries < 0:
             raise DistunlearnError("--max-retries must be >= 0")
         if not (isinstance(self.broadcast_limit_mb, (int, float)) and math.isfinite(self.broadcast_limit_mb)
@@ -170,6 +217,11 @@ class UnlearnConfig(SourceConfig):
         """SHA-256 of the settings that decide the deletion set (not paths of outputs or run id)."""
         keys = ("source", "format", "id_col", "vector_col", "unwanted", "retained", "alpha", "epsilon", "alpha_rel",
                 "epsilon_rel", "rule", "seed", "ridge", "requests", "request_key")
+        if self.covariance != "ridge":   # keys added later count only when set: older runs keep their fingerprint
+            keys += ("covariance",)
+        if self.objective != "kl":
+            keys += ("objective", "downstream_target", "retained_tolerance", "budget_steps", "label_col",
+                     "test_fraction", "classifier", "classifier_params", "max_iter", "reg_param")
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=lambda v: f"<{type(v).__name__}>")
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -189,11 +241,7 @@ class EvaluateConfig(SourceConfig):
     rules: tuple = RULES
     points: int = 101
     downstream: bool = False
-    label_col: str | None = None
-    test_fraction: float = 0.2
     downstream_grid: tuple = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
-    max_iter: int = 100
-    reg_param: float = 1e-4
 
     def __post_init__(self):
         super().__post_init__()
@@ -208,12 +256,8 @@ class EvaluateConfig(SourceConfig):
             raise DistunlearnError(f"--points must be an integer >= 2, got {self.points}")
         if self.downstream and not self.label_col:
             raise DistunlearnError("--downstream needs --label-col, the class label the classifier learns")
-        if not (0 < self.test_fraction < 1):
-            raise DistunlearnError(f"--test-fraction must be between 0 and 1, got {self.test_fraction}")
         if not grid or any(not (0 <= g <= 1) for g in grid):
             raise DistunlearnError("--downstream-grid takes fractions between 0 and 1, e.g. 0,0.25,0.5,1")
-        if self.max_iter < 1 or not (math.isfinite(self.reg_param) and self.reg_param >= 0):
-            raise DistunlearnError("--max-iter must be >= 1 and --reg-param a finite number >= 0")
 
 
 def read_config_file(path: str) -> dict:

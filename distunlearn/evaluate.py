@@ -36,16 +36,24 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
     labelled = read_labelled(spark, config.source, config.format, domains,
                              label_col=config.label_col if config.downstream else None)
     source, rows = labelled.source, labelled.rows
+    labelled_rows = rows
+    if config.downstream:   # the curves and the deletion orders come from the training split alone
+        from distunlearn.spark.downstream import split_by_id
+
+        rows = split_by_id(rows, config.test_fraction, config.seed)[0]
+
+    fitted = fit(rows, domains, config.ridge, reliable=config.checkpoint_dir is not None,
+                 covariance=config.covariance)
+    stats, model, kl = fitted.stats, fitted.model, fitted.kl
     downstream = None
     if config.downstream:
-        from distunlearn.spark.downstream import Downstream, split_by_id
+        from distunlearn.spark.downstream import Downstream, fit_partitions
+        from distunlearn.spark.session import cores
 
-        train, test = split_by_id(rows, config.test_fraction, config.seed)
-        downstream = Downstream(train, test, config.max_iter, config.reg_param)
-        rows = train
-
-    fitted = fit(rows, domains, config.ridge, reliable=config.checkpoint_dir is not None)
-    stats, model, kl = fitted.stats, fitted.model, fitted.kl
+        with phase("downstream: caching the training split") as detail:
+            downstream = Downstream(labelled_rows, config.test_fraction, config.seed, config.downstream_classifier,
+                                    fit_partitions(model.n1 + model.n2, model.dim, cores(spark)))
+            detail.update(partitions=downstream.partitions)
     grid = budget_grid(model.n1, config.points)
     halving = halving_thresholds(kl)
     ordered = tuple(r for r in config.rules if r != "random" or downstream is not None)
@@ -75,6 +83,7 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
     report = _report(config, source, model, kl, halving.alpha, rules, curves)
     if downstream is not None:
         report["downstream"] = _downstream_report(config, downstream, runs, model.n1)
+        downstream.release()
     if config.report:
         report["report_path"] = config.report
         write_report(report, config.report)
@@ -83,17 +92,16 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
 
 def _downstream_runs(downstream, ordering: RuleOrdering, n1: int, fractions, earlier: dict) -> list[dict]:
     """Metrics at each budget of the grid; all data (0) and full removal (1) are shared by every rule."""
-    shared = next(iter(earlier.values()), None)
+    shared = {r["budget"]: r for r in next(iter(earlier.values()), []) if r["budget"] in (0, n1)}
+    budgets = [int(round(fraction * n1)) for fraction in fractions]
     ranked = downstream.with_ranks(ordering.deleted(n1))
-    runs = []
-    for fraction in fractions:
-        budget = int(round(fraction * n1))
-        reuse = [r for r in shared or [] if r["budget"] == budget and budget in (0, n1)]
-        metrics = reuse[0] if reuse else {"fraction": fraction, "budget": budget,
-                                          **downstream.score(downstream.edited(ranked, budget))}
-        runs.append(metrics)
-    ranked.unpersist()
-    return runs
+    try:
+        fits = {f.budget: f for f in downstream.fit(ranked, sorted(set(budgets) - set(shared)))}
+    finally:
+        ranked.unpersist()
+    return [shared.get(b) or {"fraction": f, "budget": b, "forget_accuracy": fits[b].forget,
+                              "retained_accuracy": fits[b].retained, "seconds": fits[b].seconds}
+            for f, b in zip(fractions, budgets)]
 
 
 def _downstream_report(config: EvaluateConfig, downstream, runs: dict[str, list], n1: int) -> dict:
@@ -109,8 +117,9 @@ def _downstream_report(config: EvaluateConfig, downstream, runs: dict[str, list]
                                         max(p["retained_accuracy"] for p in points)],
         }
     return {
-        "classifier": f"Spark MLlib LogisticRegression(maxIter={config.max_iter}, regParam={config.reg_param})",
+        "classifier": downstream.classifier.describe(),
         "label_col": config.label_col,
+        "labels": downstream.labels,
         "test_fraction": config.test_fraction,
         "test_rows": downstream.test_rows,
         "metric": "accuracy on the held-out test rows of each domain (the forget domain's recall when it is one class)",
@@ -139,6 +148,8 @@ def _report(config, source, model, kl, halving_alpha, rules, curves) -> dict:
         "n_retained": kl.n2,
         "dims": model.dim,
         "ridge": config.ridge,
+        "covariance": config.covariance,
+        "shrinkage": model.shrinkage,
         "seed": config.seed,
         "kappa": kl.kappa,
         "kl_removal_before": removal0,

@@ -52,10 +52,17 @@ class UnlearnPlan:
     removed: Removed          # requested rows of the two domains: already out of the edited data
     n_requested: int
     id_bytes: int = 0         # the longest string id (sizes the deleted ids' broadcast)
+    downstream: dict | None = None   # the downstream objective's search (fits, metrics, target)
 
     def infeasible_message(self) -> str:
         eps = self.thresholds.epsilon
         rules = ", ".join(c.rule for c in self.choices)
+        if self.downstream is not None:
+            target = self.downstream["target"]
+            return (f"no budget of {rules} brings the retrained classifier's forget-domain accuracy to "
+                    f"{target['forget_accuracy_at_most']:.4g} with retained accuracy >= "
+                    f"{target['retained_accuracy_at_least']:.4g} at epsilon = {eps:.6g} "
+                    f"({self.downstream['fits_made']} fits; see the report's downstream.rules)")
         return (f"no deletion set of {rules} reaches alpha = {self.thresholds.alpha:.6g} nats at "
                 f"epsilon = {eps:.6g}: the best alpha reachable at that epsilon is {self.chosen.best_alpha:.6g} "
                 f"({self.chosen.rule}); the frontier bound is {alpha_max(self.kl.kappa, eps):.6g}")
@@ -66,7 +73,7 @@ class UnlearnPlan:
 
     def manifest(self, hash_key: bytes | None) -> DataFrame:
         return manifest_rows(self.ordering.deleted(self.chosen.deleted), self.requested, self.run_id,
-                             self.chosen.rule, hash_key)
+                             self.chosen.rule, hash_key, "downstream" if self.downstream else "distributional")
 
     def deleted_ids(self) -> DataFrame:
         return self.ordering.deleted(self.chosen.deleted).select("id").unionByName(self.requested)
@@ -92,8 +99,10 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str,
     check_checkpoint_dir(spark, config.checkpoint_dir)
     requests = read_requests(spark, config.requests, config.request_key or config.id_col, config.broadcast_limit_mb) \
         if config.requests is not None else None
-    labelled = read_labelled(spark, config.source, config.format, domains, requests, config.request_key)
-    fitted = fit(labelled.rows, domains, config.ridge, reliable=config.checkpoint_dir is not None)
+    labelled = read_labelled(spark, config.source, config.format, domains, requests, config.request_key,
+                             config.label_col if config.objective == "downstream" else None)
+    fitted = fit(labelled.rows, domains, config.ridge, reliable=config.checkpoint_dir is not None,
+                 covariance=config.covariance)
     model, kl = fitted.model, fitted.kl
     thresholds = Thresholds.resolve(kl, **config.thresholds)
     removed, n_requested = Removed.nothing(model.dim), 0
@@ -103,24 +112,40 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str,
             detail.update(rows=n_requested, in_domains=removed.count)
 
     scored = score(fitted, config.rules, config.seed, config.order_chunks)
+    downstream = None
+    if config.objective == "downstream":
+        from distunlearn.downstream_objective import choose_downstream
+
+        choices, orderings, chosen, downstream = choose_downstream(spark, labelled.rows, fitted, scored, config,
+                                                                   thresholds, keep_orderings)
+        if chosen.feasible:  # the removal KL the edit reaches, which verify checks the table still shows
+            thresholds = Thresholds(chosen.removal, thresholds.epsilon)
+    else:
+        choices, orderings, chosen = _choose_kl(scored, fitted, thresholds, removed, config.rules, keep_orderings)
+    requested = labelled.rows.where(F.col("requested")).select("id")
+    return UnlearnPlan(run_id, config, labelled.source, model, kl, thresholds, choices, chosen, orderings,
+                       requested, removed, n_requested, fitted.stats.id_bytes, downstream)
+
+
+def _choose_kl(scored, fitted, thresholds: Thresholds, removed: Removed, rules: tuple[str, ...],
+               keep_orderings: bool) -> tuple[list[BudgetChoice], dict[str, RuleOrdering], BudgetChoice]:
+    """Every rule's smallest budget meeting the KL thresholds, the orderings kept, and the best choice."""
     choices, orderings, best = [], {}, None
-    for rule in config.rules:
+    for rule in rules:
         with phase(f"selection, {rule}") as detail:
             ordering = order(scored, rule, fitted)
-            choice = ordering.choose(kl, thresholds, removed)
+            choice = ordering.choose(fitted.kl, thresholds, removed)
             detail.update(chunks=ordering.chunks, deleted=choice.deleted if choice.feasible else "infeasible")
         choices.append(choice)
         orderings[rule] = ordering
-        if best is None or _better(choice, best[0]):
+        if best is None or _better(choice, best):
             if best is not None and not keep_orderings:
-                del orderings[best[0].rule]   # its checkpoint goes with the last reference
-            best = (choice, ordering)
+                del orderings[best.rule]   # its checkpoint goes with the last reference
+            best = choice
         elif not keep_orderings:
             del orderings[rule]
         del ordering
-    requested = labelled.rows.where(F.col("requested")).select("id")
-    return UnlearnPlan(run_id, config, labelled.source, model, kl, thresholds, choices, best[0], orderings,
-                       requested, removed, n_requested, fitted.stats.id_bytes)
+    return choices, orderings, best
 
 
 def _requested_removal(labelled: DataFrame, model: PooledGaussian) -> tuple[Removed, int]:

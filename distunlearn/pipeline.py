@@ -67,10 +67,11 @@ def statistics(rows: DataFrame, domains: Domains, keep_unwanted: bool, reliable:
     return stats
 
 
-def fit(rows: DataFrame, domains: Domains, ridge: float, reliable: bool = False) -> Fitted:
+def fit(rows: DataFrame, domains: Domains, ridge: float, reliable: bool = False,
+        covariance: str = "ridge") -> Fitted:
     """The statistics pass (keeping the unwanted rows for scoring), then the model."""
     stats = statistics(rows, domains, keep_unwanted=True, reliable=reliable)
-    model = PooledGaussian.fit(stats.unwanted, stats.retained, ridge)
+    model = PooledGaussian.fit(stats.unwanted, stats.retained, ridge, covariance)
     return Fitted(stats, model, EditedKL.from_model(model), reliable)
 
 

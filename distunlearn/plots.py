@@ -9,6 +9,7 @@ RULE_STYLE = {
     "mahalanobis_to_retained": ("tab:purple", "--"),
     "cosine_to_retained": ("tab:brown", "--"),
     "closest_to_unwanted": ("tab:olive", ":"),
+    "ambiguous_first": ("tab:green", "-"),
     "random": ("tab:gray", "-."),
 }
 

@@ -31,6 +31,7 @@ def build_report(plan) -> dict:
     removal0, preservation0 = kl.before
     return {
         "run_id": plan.run_id,
+        "objective": cfg.objective,
         "rule": chosen.rule,
         "rule_requested": cfg.rule,
         "n_unwanted": kl.n1,
@@ -64,7 +65,10 @@ def build_report(plan) -> dict:
         "hash_ids": cfg.hash_ids,
         "domains": {"id_col": cfg.id_col, "vector_col": cfg.vector_col, "unwanted": cfg.unwanted,
                     "retained": cfg.retained},
+        "downstream": plan.downstream,
         "ridge": cfg.ridge,
+        "covariance": cfg.covariance,
+        "shrinkage": plan.model.shrinkage,
         "seed": cfg.seed,
     }
 
@@ -75,9 +79,11 @@ def summary(report: dict) -> str:
         f"distunlearn run {report['run_id']}",
         f"  domains: {report['n_unwanted']:,} unwanted rows, {report['n_retained']:,} retained rows, "
         f"{report['dims']} dims; kappa = KL(p1||p2) = {report['kappa']:.4g}",
-        f"  targets: KL(p1||p_f) >= alpha = {report['alpha']:.4g} (now {report['kl_removal_before']:.4g}), "
-        f"KL(p2||p_f) <= epsilon = {report['epsilon']:.4g} (now {report['kl_preservation_before']:.4g}); "
+        (f"  targets: KL(p1||p_f) >= alpha = {report['alpha']:.4g} (now {report['kl_removal_before']:.4g}), "
+         if report.get("objective", "kl") == "kl" else "  targets: the downstream one below, and ")
+        + f"KL(p2||p_f) <= epsilon = {report['epsilon']:.4g} (now {report['kl_preservation_before']:.4g}); "
         f"frontier alpha_max(epsilon) = {report['alpha_max_at_epsilon']:.4g}",
+        *(_downstream_lines(report["downstream"]) if report.get("downstream") else []),
         *([f"  deletion requests: {report['deleted_requested']:,} rows (deleted whatever their domain)"]
           if report.get("requests") else []),
         f"  {'rule':<25}{'deleted':>10}{'% unwanted':>12}{'KL(p1||p_f)':>14}{'KL(p2||p_f)':>14}",
@@ -88,8 +94,9 @@ def summary(report: dict) -> str:
             lines.append(f"{mark} {rule:<25}{entry['deleted']:>10,}{100 * entry['deleted_fraction']:>11.1f}%"
                          f"{entry['kl_removal_after']:>14.4g}{entry['kl_preservation_after']:>14.4g}")
         else:
+            best = entry["best_alpha_at_epsilon"]
             lines.append(f"{mark} {rule:<25}{'infeasible':>10}{'':>12}"
-                         f"{'best ' + format(entry['best_alpha_at_epsilon'] or 0.0, '.4g'):>14}{'':>14}")
+                         f"{'' if best is None else 'best ' + format(best, '.4g'):>14}{'':>14}")
     if not report["feasible"]:
         lines.append("  no rule meets both thresholds; nothing written")
     elif report["dry_run"]:
@@ -111,3 +118,13 @@ def summary(report: dict) -> str:
     if report.get("repeated"):
         lines.append("  (this run id had already succeeded: nothing was done again)")
     return "\n".join(lines)
+
+
+def _downstream_lines(down: dict) -> list[str]:
+    target = down["target"]
+    return [f"  objective downstream: {down['classifier']} on {down['label_col']!r}; forget-domain accuracy "
+            f"{down['all_data']['forget_accuracy']:.3f} (all data) -> {down['full_removal']['forget_accuracy']:.3f} "
+            f"(full removal), target <= {target['forget_accuracy_at_most']:.3f} with retained accuracy >= "
+            f"{target['retained_accuracy_at_least']:.3f}; {down['fits_made']} fits, "
+            f"{down['seconds_per_fit']:.2f} s a fit",
+            *(f"    {rule}: {entry['note']}" for rule, entry in down["rules"].items())]

@@ -24,6 +24,9 @@ def scores(rule: str, x1: np.ndarray, x2: np.ndarray, sigma: np.ndarray, random_
     if rule == "likelihood_ratio":
         w = prec @ (mu1 - mu2)
         return np.array([(x - (mu1 + mu2) / 2) @ w for x in x1])
+    if rule == "ambiguous_first":
+        w = prec @ (mu1 - mu2)
+        return np.array([((mu1 + mu2) / 2 - x) @ w for x in x1])
     if rule == "mahalanobis_to_retained":
         return np.array([np.sqrt((x - mu2) @ prec @ (x - mu2)) for x in x1])
     if rule == "cosine_to_retained":

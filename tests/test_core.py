@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import reference
-from distunlearn.core.gaussian import PooledGaussian
+from distunlearn.core.gaussian import PooledGaussian, oas_shrinkage
 from distunlearn.core.moments import DomainMoments, merge_all
 from distunlearn.core.rules import RULES, score_rows
 from distunlearn.core.selection import (EditedKL, Thresholds, alpha_max, choose_budget, deletion_order, scan_chunk,
@@ -58,6 +58,60 @@ def test_singular_covariance_needs_ridge():
     with pytest.raises(DistunlearnError, match="--ridge"):
         fit(x1, x2, ridge=0.0)
     assert fit(x1, x2, ridge=1e-3).kappa > 0
+
+
+def sklearn_oas(x1, x2):
+    """scikit-learn's OAS of both domains' rows, each centred on its own mean, rescaled from its 1/n
+    normalisation to the pooled 1/(n-2); and its shrinkage weight."""
+    from sklearn.covariance import OAS
+
+    z = np.vstack([x1 - x1.mean(0), x2 - x2.mean(0)])
+    n = len(z)
+    oas = OAS(assume_centered=True).fit(z)
+    return oas.covariance_ * n / (n - 2), oas.shrinkage_
+
+
+@pytest.mark.parametrize("n1, n2, d", [
+    pytest.param(40, 30, 50, id="few-rows-per-dim"),
+    pytest.param(20, 15, 50, id="fewer-rows-than-dims"),
+    pytest.param(3000, 2000, 8, id="many-rows-per-dim"),
+])
+def test_oas_matches_sklearn(n1, n2, d):
+    x1, x2 = gaussian_domains(n1, n2, d, shift=1.0, seed=11, offset=3.0)
+    expected, weight = sklearn_oas(x1, x2)
+    shrunk, shrinkage = oas_shrinkage(reference.pooled_covariance(x1, x2, ridge=0.0), n1 + n2)
+    assert shrinkage == pytest.approx(weight, rel=1e-10)
+    np.testing.assert_allclose(shrunk, expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+    model = PooledGaussian.fit(DomainMoments.from_rows(x1), DomainMoments.from_rows(x2), 0.0, "oas")
+    np.testing.assert_allclose(model.sigma, expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+    # few rows per dimension shrink hard, many barely
+    assert (0 < weight < 0.1) if n1 + n2 > 100 * d else (weight > 0.5)
+
+
+def test_oas_model_whitens_by_the_shrunk_covariance():
+    x1, x2 = gaussian_domains(40, 30, 50, shift=1.0, seed=12)
+    sigma, _ = sklearn_oas(x1, x2)
+    u, r = DomainMoments.from_rows(x1), DomainMoments.from_rows(x2)
+    model = PooledGaussian.fit(u, r, ridge=0.0, covariance="oas")
+    np.testing.assert_allclose(model.whitener @ sigma @ model.whitener.T, np.eye(50), atol=1e-9)
+    centred = x1 - x1.mean(0)
+    np.testing.assert_allclose(model.whiten(x1), np.linalg.solve(np.linalg.cholesky(sigma), centred.T).T,
+                               rtol=1e-8, atol=1e-10)
+    assert model.kappa == pytest.approx(reference.kl(x1.mean(0), x2.mean(0), sigma), rel=1e-9)
+    # the ridge term is added after the shrinkage
+    ridged = PooledGaussian.fit(u, r, ridge=1e-3, covariance="oas")
+    np.testing.assert_allclose(ridged.sigma, sigma + 1e-3 * np.trace(sigma) / 50 * np.eye(50), rtol=1e-10)
+    # "ridge" keeps the unshrunk pooled covariance
+    np.testing.assert_allclose(PooledGaussian.fit(u, r, ridge=1e-6, covariance="ridge").sigma,
+                               reference.pooled_covariance(x1, x2), rtol=1e-10)
+    with pytest.raises(DistunlearnError, match="--covariance must be one of ridge, oas, got 'ledoit'"):
+        PooledGaussian.fit(u, r, covariance="ledoit")
+
+
+def test_oas_one_feature_does_not_shrink():
+    sigma = np.array([[2.5]])
+    shrunk, shrinkage = oas_shrinkage(sigma, 10)
+    assert shrinkage == 0.0 and shrunk[0, 0] == 2.5
 
 
 @pytest.mark.parametrize("rule", RULES)

@@ -25,7 +25,7 @@ from distunlearn.evaluate import evaluate
 
 UNWANTED = "topic = 'unwanted'"
 DETERMINISTIC = ("likelihood_ratio", "distance_to_retained", "mahalanobis_to_retained", "cosine_to_retained",
-                 "closest_to_unwanted")
+                 "closest_to_unwanted", "ambiguous_first")
 
 
 def gaussians(n1: int, n2: int, dim: int, shift: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -110,7 +110,7 @@ def test_auto_evaluates_every_rule_and_keeps_the_fewest(spark, generated, tmp_pa
                                               output=str(tmp_path / "o"), **DOMAINS))
     needs = {rule: entry["deleted"] for rule, entry in report["rules"].items() if entry["feasible"]}
     assert set(report["rules"]) == {"likelihood_ratio", "distance_to_retained", "mahalanobis_to_retained",
-                                    "cosine_to_retained", "closest_to_unwanted", "random"}
+                                    "cosine_to_retained", "closest_to_unwanted", "ambiguous_first", "random"}
     assert report["deleted"] == min(needs.values()) == needs[report["rule"]]
     rules = {r["rule"] for r in spark.read.format("delta").load(report["manifest"]).select("rule").collect()}
     assert rules == {report["rule"]}

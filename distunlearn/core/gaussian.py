@@ -8,6 +8,8 @@ import numpy as np
 from distunlearn.core.moments import DomainMoments
 from distunlearn.errors import DistunlearnError
 
+COVARIANCES = ("ridge", "oas")
+
 
 @dataclass(frozen=True)
 class PooledGaussian:
@@ -24,10 +26,20 @@ class PooledGaussian:
     mu2: np.ndarray
     sigma: np.ndarray
     whitener: np.ndarray
+    shrinkage: float = 0.0   # the OAS weight given to trace/d * I (0 without ``covariance="oas"``)
 
     @classmethod
-    def fit(cls, unwanted: DomainMoments, retained: DomainMoments, ridge: float = 1e-6) -> "PooledGaussian":
-        """Pooled within-domain covariance of both domains, plus ``ridge * trace/d * I``."""
+    def fit(cls, unwanted: DomainMoments, retained: DomainMoments, ridge: float = 1e-6,
+            covariance: str = "ridge") -> "PooledGaussian":
+        """Pooled within-domain covariance of both domains, plus ``ridge * trace/d * I``.
+
+        ``covariance="oas"`` first shrinks the pooled covariance towards ``trace/d * I`` by the Oracle
+        Approximating Shrinkage weight (``oas_shrinkage`` with n = n1 + n2 rows); the ridge term is still
+        added after it, so the default ``ridge=1e-6`` keeps guarding against a singular matrix (OAS alone
+        can leave one: weight 0 with one feature, a weight near 0 with many rows, an all-zero covariance).
+        """
+        if covariance not in COVARIANCES:
+            raise DistunlearnError(f"--covariance must be one of {', '.join(COVARIANCES)}, got {covariance!r}")
         if unwanted.n == 0:
             raise DistunlearnError("the unwanted domain is empty: --unwanted matches no row")
         if retained.n == 0:
@@ -38,6 +50,9 @@ class PooledGaussian:
         dof = max(unwanted.n + retained.n - 2, 1)
         sigma = (unwanted.m2 + retained.m2) / dof
         sigma = (sigma + sigma.T) / 2
+        shrinkage = 0.0
+        if covariance == "oas":
+            sigma, shrinkage = oas_shrinkage(sigma, unwanted.n + retained.n)
         trace = float(np.trace(sigma))
         if ridge > 0:
             sigma = sigma + ridge * (trace / d if trace > 0 else 1.0) * np.eye(d)
@@ -46,7 +61,7 @@ class PooledGaussian:
             raise DistunlearnError(
                 f"the pooled covariance is singular ({unwanted.n + retained.n} rows, {d} dims): "
                 "pass --ridge > 0 (e.g. --ridge 1e-3)")
-        return cls(unwanted.n, retained.n, unwanted.mean, retained.mean, sigma, whitener)
+        return cls(unwanted.n, retained.n, unwanted.mean, retained.mean, sigma, whitener, shrinkage)
 
     @classmethod
     def from_parameters(cls, n1: int, n2: int, mu1, mu2, sigma) -> "PooledGaussian":
@@ -79,6 +94,25 @@ class PooledGaussian:
     def whiten(self, x: np.ndarray) -> np.ndarray:
         """Rows W (x - mu1), float64."""
         return (np.asarray(x, dtype=np.float64) - self.mu1) @ self.whitener.T
+
+
+def oas_shrinkage(sigma: np.ndarray, n: int) -> tuple[np.ndarray, float]:
+    """Oracle Approximating Shrinkage (Chen, Wiesel, Eldar & Hero 2010) of the covariance ``sigma`` of
+    ``n`` rows: ``((1 - s) * sigma + s * trace/d * I, s)``, with the weight ``s`` that
+    ``sklearn.covariance.OAS`` uses. ``s`` does not change when ``sigma`` is scaled, so any normalisation
+    (n or n - 2) gives the same weight. One feature: no shrinkage, as scikit-learn does."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    d = sigma.shape[0]
+    if d == 1:
+        return sigma.copy(), 0.0
+    alpha = float(np.mean(sigma**2))
+    mu = float(np.trace(sigma)) / d
+    num = alpha + mu**2
+    den = (n + 1) * (alpha - mu**2 / d)
+    shrinkage = 1.0 if den == 0 else min(num / den, 1.0)
+    shrunk = (1.0 - shrinkage) * sigma
+    shrunk.flat[:: d + 1] += shrinkage * mu
+    return shrunk, shrinkage
 
 
 def _inverse_cholesky(sigma: np.ndarray) -> np.ndarray | None:

@@ -12,6 +12,7 @@ RULES = (
     "mahalanobis_to_retained",
     "cosine_to_retained",
     "closest_to_unwanted",
+    "ambiguous_first",
     "random",
 )
 
@@ -21,6 +22,8 @@ RULE_HELP = {
     "mahalanobis_to_retained": "Mahalanobis distance to mu2 under the pooled covariance",
     "cosine_to_retained": "1 - cos(x, mu2): least aligned with the retained mean first",
     "closest_to_unwanted": "-||x - mu1||: closest to the unwanted mean first (coreset baseline)",
+    "ambiguous_first": "-log p1(x)/p2(x): the unwanted rows most like the retained domain first (those near a "
+                       "classifier's boundary; often fewer deletions for a retrained model, more for the KL)",
     "random": "a seeded hash of the id: uniform random order",
 }
 
@@ -34,6 +37,9 @@ def score_rows(rule: str, model: PooledGaussian, x: np.ndarray, whitened: np.nda
     if rule == "likelihood_ratio":
         delta = model.delta
         return whitened @ delta + 0.5 * float(delta @ delta)
+    if rule == "ambiguous_first":
+        delta = model.delta
+        return -(whitened @ delta + 0.5 * float(delta @ delta))
     if rule == "mahalanobis_to_retained":
         return np.sqrt(np.square(whitened + model.delta).sum(axis=1))
     if rule == "distance_to_retained":

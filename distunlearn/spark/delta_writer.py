@@ -126,9 +126,10 @@ def write_edited(spark: SparkSession, source: DataFrame, deleted: DataFrame, key
 
 
 def manifest_rows(selected: DataFrame, requested: DataFrame, run_id: str, rule: str,
-                  hash_key: bytes | None = None) -> DataFrame:
-    """One row per deleted row: run_id, id (or its HMAC), reason, rule, score, rank; no payload."""
-    rows = selected.select(F.lit(run_id).alias("run_id"), "id", F.lit("distributional").alias("reason"),
+                  hash_key: bytes | None = None, reason: str = "distributional") -> DataFrame:
+    """One row per deleted row: run_id, id (or its HMAC), reason (the objective that selected it, or
+    ``request``), rule, score, rank; no payload."""
+    rows = selected.select(F.lit(run_id).alias("run_id"), "id", F.lit(reason).alias("reason"),
                            F.lit(rule).alias("rule"), "score", "rank")
     rows = rows.unionByName(requested.select(
         F.lit(run_id).alias("run_id"), "id", F.lit("request").alias("reason"), F.lit(None).cast("string").alias("rule"),

@@ -1,13 +1,66 @@
-"""Downstream check: retrain a Spark MLlib logistic regression on edited training rows and score it."""
+"""Downstream check: retrain a ``pyspark.ml`` classifier (MLlib logistic regression by default) on edited
+training rows and score it on a held-out split.
+
+Fits are cheap enough to make tens of them: the training rows are cached once per deletion order in as
+few partitions as their size needs (on small data a fit is mostly per-job overhead, paid per task), an
+edit is a weight column on those cached rows (deleted rows weigh 0) when the classifier takes weights,
+and several budgets are fitted at once from threads, so their Spark jobs share the cluster.
+"""
 from __future__ import annotations
+
+import importlib
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from distunlearn.core.budget_search import Fit
+from distunlearn.errors import DistunlearnError
 from distunlearn.spark.keys import SHUFFLE_JOIN
 from distunlearn.spark.source import RETAINED, UNWANTED
 
 SPLIT_BUCKETS = 10_000
+#: Fits running at once (each one a sequence of small Spark jobs; on small data they leave slots idle).
+FITS_AT_ONCE = 4
+#: Training rows per cached partition, as float64 bytes: small data takes one partition.
+FIT_PARTITION_BYTES = 32 * 1024 * 1024
+#: A string label with more distinct values than this is refused (the label vocabulary reaches the driver).
+MAX_LABELS = 10_000
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A ``pyspark.ml`` classifier by class name (``LogisticRegression`` or a dotted path) and its params."""
+
+    name: str = "LogisticRegression"
+    params: dict = field(default_factory=dict)
+
+    def estimator(self):
+        """A new estimator with the params set; a bad name or param fails here with one line."""
+        module, _, cls = self.name.rpartition(".")
+        try:
+            estimator = getattr(importlib.import_module(module or "pyspark.ml.classification"), cls)()
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            raise DistunlearnError(f"classifier {self.name!r} is not a pyspark.ml classifier: {exc}") from None
+        for key, value in self.params.items():
+            if not estimator.hasParam(key):
+                raise DistunlearnError(f"classifier {self.name} has no param {key!r}")
+            estimator.set(estimator.getParam(key), value)
+        if not estimator.hasParam("featuresCol") or not estimator.hasParam("labelCol"):
+            raise DistunlearnError(f"classifier {self.name!r} is not a pyspark.ml classifier (no featuresCol/labelCol)")
+        return estimator
+
+    @property
+    def weighted(self) -> bool:
+        """Whether an edit can be a 0/1 row weight instead of a filter."""
+        return self.estimator().hasParam("weightCol")
+
+    def describe(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"pyspark.ml {self.name}({params})"
 
 
 def split_by_id(labelled: DataFrame, test_fraction: float, seed: int) -> tuple[DataFrame, DataFrame]:
@@ -17,41 +70,81 @@ def split_by_id(labelled: DataFrame, test_fraction: float, seed: int) -> tuple[D
     return labelled.where(~is_test), labelled.where(is_test)
 
 
-class Downstream:
-    """A held-out test split and a training split; ``score`` retrains on an edited training set.
+def fit_partitions(rows: int, dim: int, slots: int) -> int:
+    """Partitions of the cached training rows: one per ``FIT_PARTITION_BYTES``, at most the cluster's slots."""
+    return max(1, min(slots, math.ceil(rows * dim * 8 / FIT_PARTITION_BYTES)))
 
-    The metrics are accuracies on the test rows of each domain. When the unwanted domain is a
-    single class (spam, one image class) its accuracy is that class's recall.
+
+class Downstream:
+    """A held-out test split and a training split; ``fit`` retrains on edited training sets.
+
+    The metrics are accuracies on the test rows of each domain. When the unwanted domain is a single
+    class (spam, one image class) its accuracy is that class's recall. A string label is indexed as
+    ``StringIndexer`` does (most frequent first, ties alphabetical), over both splits.
     """
 
-    def __init__(self, train: DataFrame, test: DataFrame, max_iter: int, reg_param: float):
+    def __init__(self, labelled: DataFrame, test_fraction: float, seed: int, classifier: Classifier,
+                 partitions: int):
         from pyspark.ml.functions import array_to_vector
 
-        def features(df: DataFrame) -> DataFrame:
-            return df.where(F.col("label").isNotNull()) \
-                .select("id", "domain", "label", array_to_vector("vec").alias("features"))
-
-        self.train = features(train).cache()
-        self.test = features(test).cache()
-        self.max_iter, self.reg_param = max_iter, reg_param
+        self.classifier = classifier
+        self.weighted = classifier.weighted
+        self.partitions = partitions
+        labelled = labelled.where(F.col("label").isNotNull())
+        self.labels = None
+        if dict(labelled.dtypes)["label"] == "string":
+            labelled, self.labels = _indexed(labelled)
+        features = labelled.select("id", "domain", F.col("label").cast("double").alias("label"),
+                                   array_to_vector("vec").alias("features"))
+        train, test = split_by_id(features, test_fraction, seed)
+        self.train = train.coalesce(partitions).cache()
+        self.test = test.coalesce(partitions).cache()
         counts = {r["domain"]: r["count"] for r in self.test.groupBy("domain").count().collect()}
         self.test_rows = {"unwanted": counts.get(UNWANTED, 0), "retained": counts.get(RETAINED, 0)}
+        if not self.test_rows["unwanted"] or not self.test_rows["retained"]:
+            raise DistunlearnError(f"the test split holds {self.test_rows['unwanted']} unwanted and "
+                                   f"{self.test_rows['retained']} retained rows with a label: both domains need "
+                                   "test rows (raise --test-fraction)")
 
     def with_ranks(self, ranks: DataFrame) -> DataFrame:
-        """Training rows with the deletion rank (1 = deleted first) of the unwanted ones, null for others."""
-        return self.train.join(ranks.select("id", "rank").hint(SHUFFLE_JOIN), "id", "left").cache()
+        """Training rows with the deletion rank (1 = deleted first) of the unwanted ones, null for others;
+        cached and computed once, in ``partitions`` partitions."""
+        ranked = self.train.join(ranks.select("id", "rank").hint(SHUFFLE_JOIN), "id", "left") \
+            .coalesce(self.partitions).cache()
+        ranked.count()
+        return ranked
 
-    def score(self, training: DataFrame) -> dict:
-        """Fit on ``training`` and return the forget-domain and retained-domain test accuracies."""
-        from pyspark.ml.classification import LogisticRegression
+    def fit(self, ranked: DataFrame, budgets: list[int]) -> list[Fit]:
+        """Retrain without the first ``budget`` rows of the order, for each budget (``FITS_AT_ONCE`` at a time)."""
+        with ThreadPoolExecutor(max_workers=min(FITS_AT_ONCE, max(len(budgets), 1))) as pool:
+            return list(pool.map(lambda b: self._fit_one(ranked, b), budgets))
 
-        model = LogisticRegression(maxIter=self.max_iter, regParam=self.reg_param).fit(training)
+    def _fit_one(self, ranked: DataFrame, budget: int) -> Fit:
+        start = time.perf_counter()
+        estimator = self.classifier.estimator()
+        kept = F.col("rank").isNull() | (F.col("rank") > budget)
+        if self.weighted:
+            estimator.set(estimator.getParam("weightCol"), "weight")
+            training = ranked.withColumn("weight", kept.cast("double"))
+        else:
+            training = ranked.where(kept)
+        model = estimator.fit(training)
         hits = model.transform(self.test).groupBy("domain") \
             .agg(F.avg((F.col("prediction") == F.col("label")).cast("double")).alias("accuracy")).collect()
         accuracy = {r["domain"]: r["accuracy"] for r in hits}
-        return {"forget_accuracy": accuracy.get(UNWANTED), "retained_accuracy": accuracy.get(RETAINED)}
+        return Fit(budget, accuracy[UNWANTED], accuracy[RETAINED], time.perf_counter() - start)
 
-    @staticmethod
-    def edited(ranked: DataFrame, budget: int) -> DataFrame:
-        """The training rows left after deleting the first ``budget`` unwanted rows of a rule's order."""
-        return ranked.where(F.col("rank").isNull() | (F.col("rank") > budget))
+    def release(self) -> None:
+        self.train.unpersist()
+        self.test.unpersist()
+
+
+def _indexed(labelled: DataFrame) -> tuple[DataFrame, list[str]]:
+    """String labels as indices 0, 1, ... by descending frequency, ties alphabetical (``StringIndexer``'s
+    ``frequencyDesc``); the labels in index order."""
+    counts = labelled.groupBy("label").count().orderBy(F.col("count").desc(), F.col("label")).limit(MAX_LABELS + 1)
+    labels = [r["label"] for r in counts.collect()]
+    if len(labels) > MAX_LABELS:
+        raise DistunlearnError(f"the label column has more than {MAX_LABELS:,} distinct values: not a class label")
+    index = F.create_map(*[F.lit(x) for pair in ((label, i) for i, label in enumerate(labels)) for x in pair])
+    return labelled.withColumn("label", index[F.col("label")]), labels

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType, StringType
 
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB, KeySet, key_row_bytes, variable_width
@@ -149,7 +149,7 @@ def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, r
                   label_col: str | None = None) -> DataFrame:
     """Columns (id, domain, vec, requested[, label]): domain 1 unwanted, 2 retained, null for rows in
     neither; ``requested`` when the row's ``request_key`` (default the id) is in ``requests``;
-    ``label`` is ``label_col`` as a double (the class a downstream classifier learns).
+    ``label`` is ``label_col`` as a double, or a string (the class a downstream classifier learns).
 
     A row matching both predicates is unwanted.
     """
@@ -168,9 +168,10 @@ def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, r
         requested = F.col("__request_key").isNotNull()
     label = []
     if label_col:
-        if label_col not in df.columns or not isinstance(df.schema[label_col].dataType, NumericType):
-            raise DistunlearnError(f"label column {label_col!r} must be a numeric column of the source "
-                                   f"(class indices 0, 1, ...)")
-        label = [col(label_col).cast("double").alias("label")]
+        dtype = df.schema[label_col].dataType if label_col in df.columns else None
+        if not isinstance(dtype, (NumericType, StringType)):
+            raise DistunlearnError(f"label column {label_col!r} must be a numeric (class indices 0, 1, ...) or "
+                                   f"string column of the source")
+        label = [(col(label_col) if isinstance(dtype, StringType) else col(label_col).cast("double")).alias("label")]
     return df.select(col(id_col).alias("id"), domain.cast("int").alias("domain"), vec.alias("vec"),
                      requested.alias("requested"), *label)
