@@ -14,7 +14,7 @@ import time
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
-from distunlearn.core.budget_search import Fit, Search, Target, search_budget
+from distunlearn.core.budget_search import COARSE_INTERVALS, FITS_PER_ROUND, Fit, Search, Target, search_budget
 from distunlearn.core.curves import budget_grid
 from distunlearn.core.selection import BudgetChoice, Thresholds
 from distunlearn.pipeline import Fitted, Scored, order
@@ -95,9 +95,10 @@ def _record(config, downstream: Downstream, anchors: dict[int, Fit], target: Tar
         "target": {"relative": config.downstream_target, "forget_accuracy_at_most": target.forget_max,
                    "retained_tolerance": config.retained_tolerance, "retained_accuracy_at_least": target.retained_min},
         "budget_steps": config.budget_steps,
-        "search": "a coarse grid of 9 budgets (fits above the best budget found so far are skipped), then "
-                  "bisection inside the bracket of the first acceptable grid point, 3 fits a round; the metric "
-                  "is noisy, so the budget is the smallest acceptable one found, not a proven minimum",
+        "search": f"a coarse grid of {COARSE_INTERVALS + 1} budgets (those above the best budget found so far are "
+                  f"skipped), then bisection, {FITS_PER_ROUND} fits a round, inside the bracket of the first budget "
+                  "that forgets enough (then of the first that also keeps the retained accuracy); the metric is "
+                  "noisy, so the budget is the smallest acceptable one found, not a proven minimum",
         "rules": {rule: {"budget": s.budget, "fits": [_fit_json(f, n1) for f in s.fits], "coarse_grid": s.coarse,
                          "bracket": list(s.bracket) if s.bracket else None, "note": s.note}
                   for rule, s in searches.items()},

@@ -33,6 +33,8 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
         raise DistunlearnError(f"--report {config.report} is a directory; give a file path such as out/eval.json")
     domains = Domains.of(config)
     check_checkpoint_dir(spark, config.checkpoint_dir)
+    if config.downstream:
+        config.downstream_classifier.estimator()   # a bad classifier or param fails before any pass
     labelled = read_labelled(spark, config.source, config.format, domains,
                              label_col=config.label_col if config.downstream else None)
     source, rows = labelled.source, labelled.rows

@@ -97,6 +97,8 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str,
     rule)."""
     domains = Domains.of(config)
     check_checkpoint_dir(spark, config.checkpoint_dir)
+    if config.objective == "downstream":
+        config.downstream_classifier.estimator()   # a bad classifier or param fails before any pass
     requests = read_requests(spark, config.requests, config.request_key or config.id_col, config.broadcast_limit_mb) \
         if config.requests is not None else None
     labelled = read_labelled(spark, config.source, config.format, domains, requests, config.request_key,

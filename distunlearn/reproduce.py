@@ -74,7 +74,10 @@ def gaussian_cases(spark, tables: str, dims=(1, 16, 384), n_unwanted: int = 2000
     return cases
 
 
-def sms_case(spark, tables: str, grid=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)) -> Case:
+DOWNSTREAM_GRID = tuple(k / 10 for k in range(11))
+
+
+def sms_case(spark, tables: str, grid=DOWNSTREAM_GRID) -> Case:
     """SMS Spam Collection (5,574 messages), forget ``spam``; all-MiniLM-L6-v2 embeddings (int8 ONNX)."""
     from distunlearn.datasets import sms_spam
     from distunlearn.embed import embed_table
@@ -90,7 +93,7 @@ def sms_case(spark, tables: str, grid=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)) -> 
                                downstream_grid=grid))
 
 
-def fashion_case(spark, tables: str, dims: int = 64, grid=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)) -> Case:
+def fashion_case(spark, tables: str, dims: int = 64, grid=DOWNSTREAM_GRID) -> Case:
     """Fashion-MNIST (70,000 images), forget one class; PCA features of the pixels."""
     from distunlearn.datasets import FASHION_MNIST_CLASSES, fashion_mnist, pca_features
 
@@ -105,14 +108,33 @@ def fashion_case(spark, tables: str, dims: int = 64, grid=(0.0, 0.1, 0.25, 0.5, 
                 f"Fashion-MNIST, 70,000 images, PCA-{dims} of the pixels; forget class {FASHION_FORGET} ({forget})",
                 EvaluateConfig(source=path, unwanted=f"label = {FASHION_FORGET}", downstream=True, label_col="label",
                                downstream_grid=grid, rules=("distance_to_retained", "likelihood_ratio",
-                                                            "mahalanobis_to_retained", "random")))
+                                                            "mahalanobis_to_retained", "ambiguous_first", "random")))
 
 
 def run_case(spark, case: Case, out: str) -> dict:
     report_path = os.path.join(out, f"{case.name}.json")
     log.info("case %s: %s", case.name, case.description)
     report = evaluate(spark, EvaluateConfig(**{**case.config.__dict__, "report": report_path}))
-    return {"name": case.name, "paper": case.paper, "description": case.description, "report": report}
+    result = {"name": case.name, "paper": case.paper, "description": case.description, "report": report}
+    if case.config.downstream:
+        result["objective"] = downstream_objective(spark, case, os.path.join(out, f"{case.name}_objective.json"))
+    return result
+
+
+def downstream_objective(spark, case: Case, path: str) -> dict:
+    """``unlearn --objective downstream --rule auto --dry-run`` on the case's table; its report is kept."""
+    from distunlearn.config import UnlearnConfig
+    from distunlearn.job import plan_unlearning
+    from distunlearn.report import build_report
+
+    c = case.config
+    config = UnlearnConfig(source=c.source, unwanted=c.unwanted, ridge=c.ridge, covariance=c.covariance,
+                           seed=c.seed, label_col=c.label_col, test_fraction=c.test_fraction, objective="downstream",
+                           rule="auto", dry_run=True)
+    report = build_report(plan_unlearning(spark, config, f"results-{case.name}"))
+    with open(path, "w") as fh:
+        json.dump(report, fh, indent=1)
+    return report
 
 
 def _pct(x) -> str:
@@ -132,10 +154,10 @@ def results_markdown(results: list[dict], command: str) -> str:
         "expectation for KL and one seeded draw downstream; full removal needs 100% by definition.",
         "",
         "| case | paper: data | paper metric | paper random | paper selective | KL: random | KL: paper's rule "
-        "(distance_to_retained) | KL: likelihood_ratio | KL: full removal | downstream: random | "
-        "downstream: paper's rule | downstream: likelihood_ratio | forget metric, all data -> full removal | "
-        "retained accuracy (min-max over all budgets) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(distance_to_retained) | KL: likelihood_ratio | KL: ambiguous_first | KL: full removal | downstream: random | "
+        "downstream: paper's rule | downstream: likelihood_ratio | downstream: ambiguous_first | forget metric, all "
+        "data -> full removal | retained accuracy (min-max over all budgets) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         paper = PAPER.get(r["paper"] or "", {})
@@ -154,9 +176,11 @@ def results_markdown(results: list[dict], command: str) -> str:
         lines.append(
             f"| [{r['name']}]({r['name']}.md) | {paper.get('data', '-')} ({paper.get('separability', '-')}) | "
             f"{paper.get('metric', '-')} | {paper.get('random', '-')} | {paper.get('selective', '-')} | "
-            f"{kl('random')} | {kl('distance_to_retained')} | {kl('likelihood_ratio')} | 100 | {ds('random')} | "
-            f"{ds('distance_to_retained')} | {ds('likelihood_ratio')} | {forget} | "
+            f"{kl('random')} | {kl('distance_to_retained')} | {kl('likelihood_ratio')} | {kl('ambiguous_first')} | "
+            f"100 | {ds('random')} | {ds('distance_to_retained')} | {ds('likelihood_ratio')} | "
+            f"{ds('ambiguous_first')} | {forget} | "
             f"{f'{min(retained):.3f}-{max(retained):.3f}' if retained else '-'} |")
+    lines += objective_markdown([r for r in results if r.get("objective")])
     lines += ["", "## Cases", ""]
     for r in results:
         rep = r["report"]
@@ -167,6 +191,40 @@ def results_markdown(results: list[dict], command: str) -> str:
               "(DATASETS.md). Fashion-MNIST stands in for CIFAR-10, which no registry ships; it is greyscale and "
               "easier, so absolute numbers differ."]
     return "\n".join(lines) + "\n"
+
+
+def objective_markdown(results: list[dict]) -> list[str]:
+    """The downstream objective beside the fixed rules: its budget, the metrics there and the fits it took."""
+    if not results:
+        return []
+    lines = ["", "## The downstream objective (`unlearn --objective downstream --rule auto`)", "",
+             "Each rule's smallest budget at which the retrained logistic regression's forget-domain accuracy is "
+             "halfway to the full-removal model's, retained accuracy within 0.01 and KL(p2\\|\\|p_f) <= epsilon "
+             "(epsilon_rel 1), searched on a grid of 1% steps; the fewest deletions win. Fixed rules: the "
+             "downstream halving fraction of `evaluate` (above, interpolated on an 11-point grid).", "",
+             "| case | paper random | paper selective | downstream: random | best fixed rule | objective: rule | "
+             "objective: % deleted | vs random | forget accuracy: all data -> chosen (target) | retained accuracy: "
+             "all data -> chosen | fits | s per fit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        paper = PAPER.get(r["paper"] or "", {})
+        down = r["report"]["downstream"]["rules"]
+        fixed = {rule: e["halving_fraction"] for rule, e in down.items() if e["halving_fraction"] is not None}
+        best = min((f, rule) for rule, f in fixed.items() if rule != "random") if fixed else None
+        o = r["objective"]
+        d = o["downstream"]
+        at = next((f for f in d["rules"][o["rule"]]["fits"] if f["budget"] == o["deleted"]), None) or \
+            (d["all_data"] if o["deleted"] == 0 else d["full_removal"])
+        fraction = o["deleted"] / o["n_unwanted"] if o["feasible"] else None
+        random = fixed.get("random")
+        lines.append(
+            f"| {r['name']} | {paper.get('random', '-')} | {paper.get('selective', '-')} | {_pct(random)} | "
+            f"{f'{_pct(best[0])} ({best[1]})' if best else '-'} | {o['rule'] if o['feasible'] else 'none'} | "
+            f"{_pct(fraction)} | {f'{fraction / random:.2f}x' if fraction is not None and random else '-'} | "
+            f"{d['all_data']['forget_accuracy']:.3f} -> {at['forget_accuracy']:.3f} "
+            f"(<= {d['target']['forget_accuracy_at_most']:.3f}) | {d['all_data']['retained_accuracy']:.3f} -> "
+            f"{at['retained_accuracy']:.3f} | {d['fits_made']} | {d['seconds_per_fit']:.2f} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,10 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "results.md"), "w") as fh:
         fh.write(results_markdown(results, command))
     with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump([{k: v for k, v in r.items() if k != "report"} | {
+        json.dump([{k: v for k, v in r.items() if k not in ("report", "objective")} | {
             "halving_fraction": {rule: e["halving_fraction"] for rule, e in r["report"]["rules"].items()},
             "downstream_halving_fraction": {rule: e["halving_fraction"] for rule, e in
                                             (r["report"].get("downstream") or {}).get("rules", {}).items()},
+            "downstream_objective": {k: r["objective"][k] for k in ("rule", "deleted", "n_unwanted", "feasible")}
+            if r.get("objective") else None,
         } for r in results], fh, indent=1)
     shutil.rmtree(tables)
     print(os.path.join(args.out, "results.md"))

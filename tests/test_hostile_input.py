@@ -28,6 +28,7 @@ import reference
 import reliability
 from cluster import descendants, process_tree
 from conftest import SMALL_DRIVER_FLAGS, domain_table, write_delta
+from distunlearn.core.rules import RULES
 from distunlearn.spark.session import session_conf
 from distunlearn.spark.source import PARTITION_BYTES, TASKS_PER_CORE, Source, partition_target, scan_partitions
 from test_cli_errors import cli_args, run
@@ -109,7 +110,7 @@ def test_one_unwanted_row(spark, capsys, tmp_path):
     ids = table.column("id").to_pylist()
     assert_brute_force(result, x1, x2, unwanted_ids(table, 1), ids, "likelihood_ratio", "one unwanted row")
     rules = result["report"]["rules"]
-    assert len(rules) == 6 and all(r["feasible"] and r["deleted"] == 1 for r in rules.values()), rules
+    assert len(rules) == len(RULES) and all(r["feasible"] and r["deleted"] == 1 for r in rules.values()), rules
     assert deleted_ids(result) == [ids[0]]
 
 

@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 
+#: Intervals of the coarse grid (its points: one more) and fits per bisection round.
+COARSE_INTERVALS = 8
+FITS_PER_ROUND = 3
+
+
 @dataclass(frozen=True)
 class Fit:
     """Test-split metrics of a classifier retrained without the first ``budget`` rows of an order."""
@@ -60,7 +65,8 @@ def coarse_points(steps: int, intervals: int) -> list[int]:
 
 def search_budget(grid: Sequence[int], allowed: Sequence[bool], target: Target,
                   fit: Callable[[list[int]], list[Fit]], known: dict[int, Fit] | None = None,
-                  intervals: int = 8, parallel: int = 3, limit: int | None = None) -> Search:
+                  intervals: int = COARSE_INTERVALS, parallel: int = FITS_PER_ROUND,
+                  limit: int | None = None) -> Search:
     """The smallest acceptable budget of the fine ``grid`` (ascending budgets), searched.
 
     ``allowed[i]``: KL(p2||p_f) <= epsilon at ``grid[i]`` (a disallowed budget is never fitted).
