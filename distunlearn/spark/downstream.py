@@ -24,7 +24,7 @@ from distunlearn.spark.source import RETAINED, UNWANTED
 
 SPLIT_BUCKETS = 10_000
 #: Fits running at once (each one a sequence of small Spark jobs; on small data they leave slots idle).
-FITS_AT_ONCE = 4
+FITS_AT_ONCE = 8
 #: Training rows per cached partition, as float64 bytes: small data takes one partition.
 FIT_PARTITION_BYTES = 32 * 1024 * 1024
 #: A string label with more distinct values than this is refused (the label vocabulary reaches the driver).
