@@ -23,9 +23,6 @@ from distunlearn.spark.downstream import Downstream, fit_partitions
 from distunlearn.spark.ordering import RuleOrdering
 from distunlearn.spark.session import cores
 
-METRIC = "accuracy on the held-out rows of each domain (the forgotten class's recall when it is one class)"
-
-
 def choose_downstream(spark: SparkSession, rows: DataFrame, fitted: Fitted, scored: Scored, config,
                       thresholds: Thresholds, keep_orderings: bool = False
                       ) -> tuple[list[BudgetChoice], dict[str, RuleOrdering], BudgetChoice, dict]:
@@ -84,12 +81,7 @@ def _record(config, downstream: Downstream, anchors: dict[int, Fit], target: Tar
     fits = sum(len(s.fits) for s in searches.values()) + len(anchors)
     fit_seconds = [f.seconds for f in anchors.values()] + [f.seconds for s in searches.values() for f in s.fits]
     return {
-        "classifier": downstream.classifier.describe(),
-        "label_col": config.label_col,
-        "labels": downstream.labels,
-        "test_fraction": config.test_fraction,
-        "test_rows": downstream.test_rows,
-        "metric": METRIC,
+        **downstream.describe(config.label_col, config.test_fraction),
         "all_data": _fit_json(anchors[0], n1),
         "full_removal": _fit_json(anchors[n1], n1),
         "target": {"relative": config.downstream_target, "forget_accuracy_at_most": target.forget_max,

@@ -119,12 +119,7 @@ def _downstream_report(config: EvaluateConfig, downstream, runs: dict[str, list]
                                         max(p["retained_accuracy"] for p in points)],
         }
     return {
-        "classifier": downstream.classifier.describe(),
-        "label_col": config.label_col,
-        "labels": downstream.labels,
-        "test_fraction": config.test_fraction,
-        "test_rows": downstream.test_rows,
-        "metric": "accuracy on the held-out test rows of each domain (the forget domain's recall when it is one class)",
+        **downstream.describe(config.label_col, config.test_fraction),
         "halving": "fraction of the unwanted training rows deleted when the forget-domain accuracy first moves "
                    "halfway from the all-data model to the full-removal model, interpolated linearly on the grid",
         "random": DOWNSTREAM_RANDOM_METHOD,

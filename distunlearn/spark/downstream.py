@@ -27,6 +27,7 @@ SPLIT_BUCKETS = 10_000
 FITS_AT_ONCE = 8
 #: Training rows per cached partition, as float64 bytes: small data takes one partition.
 FIT_PARTITION_BYTES = 32 * 1024 * 1024
+METRIC = "accuracy on the held-out rows of each domain (the forgotten class's recall when it is one class)"
 #: A string label with more distinct values than this is refused (the label vocabulary reaches the driver).
 MAX_LABELS = 10_000
 
@@ -133,6 +134,11 @@ class Downstream:
             .agg(F.avg((F.col("prediction") == F.col("label")).cast("double")).alias("accuracy")).collect()
         accuracy = {r["domain"]: r["accuracy"] for r in hits}
         return Fit(budget, accuracy[UNWANTED], accuracy[RETAINED], time.perf_counter() - start)
+
+    def describe(self, label_col: str, test_fraction: float) -> dict:
+        """The setup as the reports give it: classifier, label, labels of a string label, held-out rows, metric."""
+        return {"classifier": self.classifier.describe(), "label_col": label_col, "labels": self.labels,
+                "test_fraction": test_fraction, "test_rows": self.test_rows, "metric": METRIC}
 
     def release(self) -> None:
         self.train.unpersist()
