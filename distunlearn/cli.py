@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from distunlearn.config import OBJECTIVES, RULE_CHOICES, EvaluateConfig, UnlearnConfig
+from distunlearn.core.gaussian import COVARIANCES
 from distunlearn.core.rules import RULE_HELP, RULES
 from distunlearn.embed import add_embed_parser, run_embed
 from distunlearn.errors import DistunlearnError, InfeasibleError
@@ -28,7 +29,7 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retained", help="SQL predicate of the domain to keep close to (default: NOT unwanted)")
     p.add_argument("--seed", type=int, help="seed of the random rule (default 0)")
     p.add_argument("--ridge", type=float, help="ridge lambda: adds lambda*trace(Sigma)/d*I (default 1e-6)")
-    p.add_argument("--covariance", choices=("ridge", "oas"),
+    p.add_argument("--covariance", choices=COVARIANCES,
                    help="pooled covariance: ridge = as estimated, plus the --ridge term; oas = first shrunk "
                         "towards trace(Sigma)/d*I by the Oracle Approximating Shrinkage weight, then the --ridge "
                         "term (default ridge)")
@@ -104,7 +105,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", help=f"comma list of rules to compare (default all: {','.join(RULES)})")
     p.add_argument("--points", type=int, help="budgets sampled per curve (default 101)")
     p.add_argument("--downstream", action="store_true", default=None,
-                   help="also retrain a logistic regression at a grid of budgets per rule (needs --label-col)")
+                   help="also retrain the downstream classifier at a grid of budgets per rule (needs --label-col)")
     p.add_argument("--downstream-grid", help="fractions of the unwanted rows deleted (default 0,0.1,0.25,0.5,0.75,0.9,1)")
 
 

@@ -14,6 +14,7 @@ from distunlearn.cli import main
 from distunlearn.config import UnlearnConfig
 from distunlearn.core.budget_search import Target
 from distunlearn.core.curves import budget_grid
+from distunlearn.errors import DistunlearnError
 from distunlearn.job import plan_unlearning
 from distunlearn.pipeline import Domains, read_labelled
 from distunlearn.spark.downstream import Downstream
@@ -123,3 +124,38 @@ def test_bad_downstream_settings_fail_with_one_line_and_write_nothing(spark, ove
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("distunlearn: error:") and message in err[-1], err
     assert not out.exists()
+
+
+def test_weighted_edits_equal_filtered_ones_and_any_classifier_fits(spark, overlapping, numeric_plan):
+    """An edit is a 0/1 weight for classifiers that take weights: the same model as dropping the rows.
+    A classifier without ``weightCol`` (the multilayer perceptron) gets the rows filtered instead."""
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.sql import functions as F
+
+    from distunlearn.spark.downstream import Classifier
+
+    path, _ = overlapping
+    labelled = read_labelled(spark, path, "delta", Domains.of(config(path)), label_col="label").rows
+    n1, budget = numeric_plan.kl.n1, numeric_plan.kl.n1 // 2
+    ranks = numeric_plan.orderings[RULE].deleted(n1)
+    lr = Downstream(labelled, 0.2, 0, Classifier("LogisticRegression", {"maxIter": 100, "regParam": 1e-4}), 1)
+    assert lr.weighted
+    ranked = lr.with_ranks(ranks)
+    weighted = lr.fit(ranked, [budget])[0]
+    kept = ranked.where(F.col("rank").isNull() | (F.col("rank") > budget))
+    model = LogisticRegression(maxIter=100, regParam=1e-4).fit(kept)
+    scored = model.transform(lr.test).where("domain = 1")
+    filtered = scored.agg(F.avg((F.col("prediction") == F.col("label")).cast("double"))).first()[0]
+    assert weighted.forget == pytest.approx(filtered, abs=1e-12)
+    ranked.unpersist()
+    lr.release()
+    mlp = Downstream(labelled, 0.2, 0, Classifier("pyspark.ml.classification.MultilayerPerceptronClassifier",
+                                                  {"layers": [4, 2], "maxIter": 30, "seed": 1}), 1)
+    assert not mlp.weighted
+    ranked = mlp.with_ranks(ranks)
+    all_data, removed = mlp.fit(ranked, [0, n1])
+    assert all_data.forget > 0.3 and removed.forget == 0.0 and removed.retained > 0.9
+    ranked.unpersist()
+    mlp.release()
+    with pytest.raises(DistunlearnError, match="has no param 'nope'"):
+        Classifier("LogisticRegression", {"nope": 1}).estimator()
