@@ -38,38 +38,40 @@ def choose_downstream(spark: SparkSession, rows: DataFrame, fitted: Fitted, scor
     grid = [int(b) for b in budget_grid(n1, config.budget_steps + 1)]
     anchors: dict[int, Fit] = {}
     choices, orderings, searches, best = [], {}, {}, None
-    for rule in config.rules:
-        with phase(f"downstream search, {rule}") as detail:
-            ordering = order(scored, rule, fitted)
-            curve = ordering.curve(kl, np.asarray(grid))
-            preservation = dict(zip(curve.f.tolist(), curve.preservation.tolist()))
-            removal = dict(zip(curve.f.tolist(), curve.removal.tolist()))
-            allowed = [bool(thresholds.preservation_met(preservation[b])) for b in grid]
-            ranked = downstream.with_ranks(ordering.deleted(n1))
-            try:
-                if not anchors:
-                    anchors = {f.budget: f for f in downstream.fit(ranked, sorted({0, n1}))}
-                    target = Target.between(anchors[0], anchors[n1], config.downstream_target,
-                                            config.retained_tolerance)
-                limit = None if best is None else best.deleted - 1
-                search = search_budget(grid, allowed, target, lambda budgets: downstream.fit(ranked, budgets),
-                                       known=anchors, limit=limit) if limit is None or limit >= 0 else \
-                    Search(note="another rule deletes nothing")
-            finally:
-                ranked.unpersist()
-            choice = BudgetChoice(rule, search.budget, removal.get(search.budget, math.nan),
-                                  preservation.get(search.budget, math.nan), math.nan)
-            detail.update(fits=len(search.fits), deleted=choice.deleted if choice.feasible else "none")
-        choices.append(choice)
-        searches[rule] = search
-        orderings[rule] = ordering
-        if choice.feasible and (best is None or choice.deleted < best.deleted):
-            if best is not None and not keep_orderings:
-                del orderings[best.rule]
-            best = choice
-        elif not keep_orderings:
-            del orderings[rule]
-    downstream.release()
+    try:
+        for rule in config.rules:
+            with phase(f"downstream search, {rule}") as detail:
+                ordering = order(scored, rule, fitted)
+                if best is not None and best.deleted == 0:
+                    search, kls = Search(note="another rule deletes nothing"), {}
+                else:
+                    curve = ordering.curve(kl, np.asarray(grid))
+                    kls = {f: (r, p) for f, r, p in zip(curve.f.tolist(), curve.removal, curve.preservation)}
+                    allowed = [bool(thresholds.preservation_met(kls[b][1])) for b in grid]
+                    ranked = downstream.with_ranks(ordering.deleted(n1))
+                    try:
+                        if not anchors:
+                            anchors = {f.budget: f for f in downstream.fit(ranked, sorted({0, n1}))}
+                            target = Target.between(anchors[0], anchors[n1], config.downstream_target,
+                                                    config.retained_tolerance)
+                        search = search_budget(grid, allowed, target, lambda budgets: downstream.fit(ranked, budgets),
+                                               known=anchors, limit=None if best is None else best.deleted - 1)
+                    finally:
+                        ranked.unpersist()
+                removal, preservation = kls.get(search.budget, (math.nan, math.nan))
+                choice = BudgetChoice(rule, search.budget, float(removal), float(preservation), math.nan)
+                detail.update(fits=len(search.fits), deleted=choice.deleted if choice.feasible else "none")
+            choices.append(choice)
+            searches[rule] = search
+            orderings[rule] = ordering
+            if choice.feasible and (best is None or choice.deleted < best.deleted):
+                if best is not None and not keep_orderings:
+                    del orderings[best.rule]
+                best = choice
+            elif not keep_orderings:
+                del orderings[rule]
+    finally:
+        downstream.release()
     chosen = best or BudgetChoice(config.rules[0], None, math.nan, math.nan, math.nan)
     return choices, orderings, chosen, _record(config, downstream, anchors, target, searches, n1,
                                                time.perf_counter() - started)
