@@ -84,6 +84,7 @@ def test_oas_matches_sklearn(n1, n2, d):
     np.testing.assert_allclose(shrunk, expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
     model = PooledGaussian.fit(DomainMoments.from_rows(x1), DomainMoments.from_rows(x2), 0.0, "oas")
     np.testing.assert_allclose(model.sigma, expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+    assert model.shrinkage == pytest.approx(weight, rel=1e-10)      # the weight the reports give
     # few rows per dimension shrink hard, many barely
     assert (0 < weight < 0.1) if n1 + n2 > 100 * d else (weight > 0.5)
 
