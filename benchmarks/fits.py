@@ -62,6 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
 
     from distunlearn.spark.downstream import FITS_AT_ONCE, Classifier, Downstream, fit_partitions, split_by_id
     from distunlearn.spark.session import cores, get_session
@@ -73,8 +74,8 @@ def main() -> None:
         log(f"{name}: generating")
         labelled = table(spark, rows, dims, classes).cache()
         n1 = labelled.where("domain = 1").count()
-        ranks = labelled.where("domain = 1").select("id", F.row_number().over(
-            __import__("pyspark.sql.window", fromlist=["Window"]).Window.orderBy(F.xxhash64("id"))).alias("rank"))
+        ranks = labelled.where("domain = 1").select(
+            "id", F.row_number().over(Window.orderBy(F.xxhash64("id"))).alias("rank"))
         budgets = [int(round(k * n1 / (BUDGETS - 1))) for k in range(BUDGETS)]
         features = labelled.select("id", "domain", "label", array_to_vector("vec").alias("features"))
         train, test = (df.cache() for df in split_by_id(features, 0.2, 0))

@@ -43,8 +43,11 @@ class Target:
         forget = all_data.forget + target * (full_removal.forget - all_data.forget)
         return cls(forget, all_data.retained - tolerance)
 
+    def forgets(self, fit: Fit) -> bool:
+        return fit.forget <= self.forget_max + 1e-12
+
     def met(self, fit: Fit) -> bool:
-        return fit.forget <= self.forget_max + 1e-12 and fit.retained >= self.retained_min - 1e-12
+        return self.forgets(fit) and fit.retained >= self.retained_min - 1e-12
 
 
 @dataclass
@@ -80,10 +83,10 @@ def search_budget(grid: Sequence[int], allowed: Sequence[bool], target: Target,
     steps = len(grid) - 1
 
     def reached(i: int) -> bool:
-        return bool(allowed[i]) and known[grid[i]].forget <= target.forget_max + 1e-12
+        return bool(allowed[i]) and target.forgets(known[grid[i]])
 
     def acceptable(i: int) -> bool:
-        return reached(i) and target.met(known[grid[i]])
+        return bool(allowed[i]) and target.met(known[grid[i]])
 
     def fit_indices(indices) -> None:
         todo = sorted({grid[i] for i in indices if allowed[i] and grid[i] not in known})
