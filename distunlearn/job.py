@@ -26,7 +26,7 @@ from distunlearn.spark.delta_writer import (check_manifest, check_targets, commi
 from distunlearn.spark.checkpoints import check_checkpoint_dir
 from distunlearn.spark.keys import KeySet, key_row_bytes
 from distunlearn.spark.ledger import Ledger
-from distunlearn.spark.ordering import RuleOrdering
+from distunlearn.spark.ordering import RuleOrdering, choose_budgets
 from distunlearn.spark.purge import purge
 from distunlearn.spark.source import Source, read_requests
 from distunlearn.spark.table import TableRef, first_line
@@ -131,7 +131,20 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str,
 
 def _choose_kl(scored, fitted, thresholds: Thresholds, removed: Removed, rules: tuple[str, ...],
                keep_orderings: bool) -> tuple[list[BudgetChoice], dict[str, RuleOrdering], BudgetChoice]:
-    """Every rule's smallest budget meeting the KL thresholds, the orderings kept, and the best choice."""
+    """Every rule's smallest budget meeting the KL thresholds, the orderings kept, and the best choice.
+
+    One chunk: every rule's order is sorted in the one task, so one scan takes all rules. More chunks:
+    one rule at a time, and the deletion order of a rule that loses is released before the next is made."""
+    if scored.chunks == 1:
+        with phase(f"selection, {rules[0] if len(rules) == 1 else f'{len(rules)} rules in one scan'}") as detail:
+            orderings = {rule: order(scored, rule, fitted) for rule in rules}
+            choices = choose_budgets(list(orderings.values()), fitted.kl, thresholds, removed)
+            detail.update(chunks=1, deleted=", ".join(f"{c.rule} {c.deleted if c.feasible else 'infeasible'}"
+                                                      for c in choices))
+        best = choices[0]
+        for choice in choices[1:]:
+            best = choice if _better(choice, best) else best
+        return choices, orderings if keep_orderings else {best.rule: orderings[best.rule]}, best
     choices, orderings, best = [], {}, None
     for rule in rules:
         with phase(f"selection, {rule}") as detail:
@@ -236,8 +249,8 @@ def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledge
                        StringType() if config.hash_ids else plan.requested.schema["id"].dataType)
         report = build_report(plan)
         with phase("writing manifest"):
-            report["manifest_version"] = replace_run_rows(spark, config.manifest_table, plan.manifest(hash_key),
-                                                          run_id)
+            replace_run_rows(config.manifest_table, plan.manifest(hash_key), run_id)
+            report["manifest_version"] = config.manifest_table.latest_version(spark)
         if ledger:
             ledger.record(run_id, "planned", report, plan.model_record(), config.fingerprint)
         try:

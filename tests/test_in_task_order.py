@@ -9,7 +9,8 @@ import pytest
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.moments import DomainMoments
 from distunlearn.core.rules import score_rows
-from distunlearn.udfs.ordering import ordered_chunks, ranked_rows
+from distunlearn.core.selection import EditedKL, Thresholds, scan_chunk
+from distunlearn.udfs.ordering import chunk_scanner, ordered_chunks, ranked_rows, whitened
 
 
 def model_and_batches(seed: int = 0):
@@ -43,3 +44,21 @@ def test_ranks_are_refused_in_an_order_other_than_the_chosen_one():
     assert pa.Table.from_batches(ranked).column("rank").to_pylist() == [1, 2, 3, 4, 5]
     with pytest.raises(RuntimeError, match="differs from the one its budget was chosen on"):
         list(ranked_rows({0: 0}, 5, model, "likelihood_ratio", "0" * 64)(iter(batches)))
+
+
+def test_one_scan_of_several_rules_equals_each_rules_own_order():
+    """``chunk_scanner`` with rules whitens the rows once and scans each rule's order: the same scan and
+    digest as scanning that rule's ``ordered_chunks`` order."""
+    model, batches, _, _ = model_and_batches()
+    kl = EditedKL.from_model(model)
+    thresholds = Thresholds.resolve(kl, alpha_rel=0.3, epsilon_rel=1.0)
+    rules = ("likelihood_ratio", "ambiguous_first", "cosine_to_retained")
+    before = {0: (2, np.full(3, 0.1))}
+    scans = pa.Table.from_batches(list(chunk_scanner(kl, thresholds, before, model, rules)(iter(batches))))
+    assert scans.column("rule").to_pylist() == list(rules) and scans.column("rows").to_pylist() == [40] * 3
+    for row in scans.to_pylist():
+        (_, parts, digest), = ordered_chunks(iter(batches), model, row["rule"])
+        own = scan_chunk(whitened(model, list(parts)), kl, thresholds, *before[0])
+        assert row["digest"] == digest
+        assert row["first_feasible"] == own.first_feasible is not None
+        assert row["best_alpha"] == pytest.approx(own.best_alpha, rel=1e-12)

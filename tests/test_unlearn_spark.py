@@ -106,12 +106,20 @@ def test_report_figures_match_numpy(spark, generated, tmp_path):
 
 
 def test_auto_evaluates_every_rule_and_keeps_the_fewest(spark, generated, tmp_path):
+    """One scan takes every rule (one chunk); each rule's budget is the brute-force smallest of its order."""
     report = run_unlearn(spark, UnlearnConfig(source=generated["path"], alpha_rel=0.5, epsilon_rel=1.0,
                                               output=str(tmp_path / "o"), **DOMAINS))
     needs = {rule: entry["deleted"] for rule, entry in report["rules"].items() if entry["feasible"]}
     assert set(report["rules"]) == {"likelihood_ratio", "distance_to_retained", "mahalanobis_to_retained",
                                     "cosine_to_retained", "closest_to_unwanted", "ambiguous_first", "random"}
     assert report["deleted"] == min(needs.values()) == needs[report["rule"]]
+    x1, x2, ids1 = generated["x1"], generated["x2"], generated["ids1"]
+    keys = dict(spark.createDataFrame([(int(i),) for i in ids1], "id long")
+                .select("id", F.xxhash64(F.lit(0), "id").cast("double")).collect())   # the random rule, seed 0
+    for rule in report["rules"]:
+        f, _ = reference.smallest_budget(x1, x2, ids1, rule, report["alpha"], report["epsilon"],
+                                         random_keys=[keys[int(i)] for i in ids1])
+        assert needs.get(rule) == f, rule
     rules = {r["rule"] for r in spark.read.format("delta").load(report["manifest"]).select("rule").collect()}
     assert rules == {report["rule"]}
 

@@ -90,12 +90,13 @@ def check_manifest(spark: SparkSession, manifest: TableRef, id_type: DataType) -
 
 def committed_version(spark: SparkSession, table: TableRef, run_id: str, operations=("WRITE", "MERGE")) -> int | None:
     """Version of this run's data commit to ``table`` (found by its ``userMetadata``), or None; an edit the
-    run undid (a later RESTORE of the same run) does not count."""
-    if not table.is_delta(spark):
+    run undid (a later RESTORE of the same run) does not count. None too when no Delta table is there."""
+    try:
+        last = table.history(spark).where((F.col("userMetadata") == commit_metadata(run_id))
+                                          & F.col("operation").isin(*operations, "RESTORE")) \
+            .orderBy(F.col("version").desc()).select("version", "operation").first()
+    except Exception:  # noqa: BLE001 - no Delta table there (or unreadable: the checks that follow say why)
         return None
-    last = table.history(spark).where((F.col("userMetadata") == commit_metadata(run_id))
-                                      & F.col("operation").isin(*operations, "RESTORE")) \
-        .orderBy(F.col("version").desc()).select("version", "operation").first()
     return None if last is None or last["operation"] == "RESTORE" else int(last["version"])
 
 
@@ -142,10 +143,9 @@ def manifest_rows(selected: DataFrame, requested: DataFrame, run_id: str, rule: 
     return rows
 
 
-def replace_run_rows(spark: SparkSession, table: TableRef, rows: DataFrame, run_id: str) -> int:
-    """Replace this run's rows of a shared table (manifest, ledger) in one atomic commit; returns its version."""
+def replace_run_rows(table: TableRef, rows: DataFrame, run_id: str) -> None:
+    """Replace this run's rows of a shared table (manifest, ledger) in one atomic commit."""
     table.save(rows, "overwrite", replaceWhere=f"run_id = {sql_string(run_id)}", userMetadata=commit_metadata(run_id))
-    return table.latest_version(spark)
 
 
 def sql_string(value: str) -> str:

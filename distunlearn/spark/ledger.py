@@ -26,16 +26,21 @@ SCHEMA = StructType(
 
 class Ledger:
     """One row per run: status (planned, succeeded, failed), versions, thresholds, KLs,
-    counts by reason, rule, config hash, the fitted model (for ``verify``) and the report as JSON."""
+    counts by reason, rule, config hash, the fitted model (for ``verify``) and the report as JSON.
+
+    A run's row is read from the table once; after that this object returns the row it last wrote (only
+    the run itself writes its row), so recording a step costs one commit and no read."""
 
     def __init__(self, spark: SparkSession, table: TableRef):
         self.spark, self.table = spark, table
+        self._rows: dict[str, dict | None] = {}
 
     def get(self, run_id: str) -> dict | None:
-        if not self.table.is_delta(self.spark):
-            return None
-        row = self.table.read(self.spark).where(F.col("run_id") == run_id).first()
-        return None if row is None else row.asDict()
+        if run_id not in self._rows:
+            row = self.table.read(self.spark).where(F.col("run_id") == run_id).first() \
+                if self.table.is_delta(self.spark) else None
+            self._rows[run_id] = None if row is None else row.asDict()
+        return self._rows[run_id]
 
     def report(self, run_id: str) -> dict | None:
         row = self.get(run_id)
@@ -45,7 +50,7 @@ class Ledger:
                config_hash: str | None = None, error: str | None = None) -> None:
         """Insert or replace this run's row (one atomic commit); fields not given keep their earlier values."""
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        values = self.get(run_id) or {"started_at": now}
+        values = dict(self.get(run_id) or {"started_at": now})
         values.update({"run_id": run_id, "status": status, "updated_at": now, "error": error})
         if report is not None:
             values.update({
@@ -59,4 +64,5 @@ class Ledger:
         if config_hash is not None:
             values["config_hash"] = config_hash
         row = self.spark.createDataFrame([tuple(values.get(f.name) for f in SCHEMA)], SCHEMA)
-        replace_run_rows(self.spark, self.table, row, run_id)
+        replace_run_rows(self.table, row, run_id)
+        self._rows[run_id] = {f.name: values.get(f.name) for f in SCHEMA}

@@ -100,9 +100,10 @@ class RuleOrdering:
 
     def choose(self, kl: EditedKL, thresholds: Thresholds, removed: Removed) -> BudgetChoice:
         """The smallest budget of this rule after the ``removed`` rows, from one scan of every chunk."""
-        before = {chunk: (n + removed.count, z + removed.z) for chunk, (n, z) in self.before.items()}
-        scanner = chunk_scanner(kl, thresholds, before, self.model, self.in_task)
-        rows = self.rows.mapInArrow(scanner, SCAN_SCHEMA).collect()
+        return choose_budgets([self], kl, thresholds, removed)[0]
+
+    def _choice(self, kl: EditedKL, thresholds: Thresholds, removed: Removed, rows) -> BudgetChoice:
+        """The budget from this rule's scan rows (one per chunk), after checking their counts and digests."""
         self._check_rows(sum(r["rows"] for r in rows), "scanned")
         self._check_digest(r["digest"] for r in rows)
         scans = [ChunkScan(r["first_feasible"], r["removal"], r["preservation"], r["best_alpha"]) for r in rows]
@@ -110,8 +111,10 @@ class RuleOrdering:
 
     def curve(self, kl: EditedKL, grid: np.ndarray) -> Curve:
         """KL(p1||p_f) and KL(p2||p_f) at the ``grid`` budgets, from one scan of every chunk."""
-        sampler = chunk_curve(kl, self.before, grid, self.model, self.in_task)
-        rows = self.rows.mapInArrow(sampler, CURVE_SCHEMA).collect()
+        return sample_curves([self], kl, grid)[0]
+
+    def _curve(self, kl: EditedKL, grid: np.ndarray, rows) -> Curve:
+        """The curve from this rule's sampled rows, after checking their digests."""
         self._check_digest(r["digest"] for r in rows)
         removal0, preservation0 = kl.before
         sampled = Curve(np.array([r["f"] for r in rows], dtype=np.int64), np.array([r["removal"] for r in rows]),
@@ -126,3 +129,39 @@ class RuleOrdering:
                              StructField("rank", LongType())])
         rows_before = {chunk: n for chunk, (n, _) in self.before.items()}
         return self.rows.mapInArrow(ranked_rows(rows_before, budget, self.model, self.in_task, self.digest), schema)
+
+
+def _passes(orderings: list[RuleOrdering], pass_udf, schema: str) -> dict[str, list]:
+    """Each ordering's rows of one pass (``pass_udf(before, model, rules)``: a mapInArrow function). Orderings
+    sorted in the task (of one ``pipeline.score``: the same rows) share one pass, which whitens the rows once
+    and handles every rule's order (``rules``); each other ordering passes over its own chunks (no rules)."""
+    shared = [o for o in orderings if o.in_task is not None]
+    groups = [[o] for o in orderings if o.in_task is None] + ([shared] if shared else [])
+    rows_of = {}
+    for group in groups:
+        first = group[0]
+        rules = tuple(o.rule for o in group) if first.in_task is not None else ()
+        rows = first.rows.mapInArrow(pass_udf(first.before, first.model, rules), schema).collect()
+        for ordering in group:
+            rows_of[ordering.rule] = [r for r in rows if r["rule"] in (ordering.rule, None)]
+    return rows_of
+
+
+def choose_budgets(orderings: list[RuleOrdering], kl: EditedKL, thresholds: Thresholds,
+                   removed: Removed) -> list[BudgetChoice]:
+    """Each ordering's smallest budget after the ``removed`` rows, from one scan of every chunk (shared by
+    the orderings sorted in the task, ``_passes``)."""
+    def scanner(before, model, rules):
+        shifted = {chunk: (n + removed.count, z + removed.z) for chunk, (n, z) in before.items()}
+        return chunk_scanner(kl, thresholds, shifted, model, rules)
+
+    rows = _passes(orderings, scanner, SCAN_SCHEMA)
+    return [o._choice(kl, thresholds, removed, rows[o.rule]) for o in orderings]
+
+
+def sample_curves(orderings: list[RuleOrdering], kl: EditedKL, grid: np.ndarray) -> list[Curve]:
+    """Each ordering's KL curve at the ``grid`` budgets, from one scan of every chunk (shared by the
+    orderings sorted in the task, ``_passes``)."""
+    rows = _passes(orderings, lambda before, model, rules: chunk_curve(kl, before, grid, model, rules),
+                   CURVE_SCHEMA)
+    return [o._curve(kl, grid, rows[o.rule]) for o in orderings]
