@@ -10,7 +10,7 @@ from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.moments import DomainMoments
 from distunlearn.core.rules import score_rows
 from distunlearn.core.selection import EditedKL, Thresholds, scan_chunk
-from distunlearn.udfs.ordering import chunk_scanner, ordered_chunks, ranked_rows, whitened
+from distunlearn.udfs.ordering import chunk_scanner, ordered_chunks, ranked_rows
 
 
 def model_and_batches(seed: int = 0):
@@ -47,9 +47,9 @@ def test_ranks_are_refused_in_an_order_other_than_the_chosen_one():
 
 
 def test_one_scan_of_several_rules_equals_each_rules_own_order():
-    """``chunk_scanner`` with rules whitens the rows once and scans each rule's order: the same scan and
-    digest as scanning that rule's ``ordered_chunks`` order."""
-    model, batches, _, _ = model_and_batches()
+    """``chunk_scanner`` with rules whitens the rows once and scans each rule's order: the same scan as
+    scanning the rows sorted here by (-score, id), and the digest of that rule's ``ordered_chunks``."""
+    model, batches, ids, x = model_and_batches()
     kl = EditedKL.from_model(model)
     thresholds = Thresholds.resolve(kl, alpha_rel=0.3, epsilon_rel=1.0)
     rules = ("likelihood_ratio", "ambiguous_first", "cosine_to_retained")
@@ -57,8 +57,10 @@ def test_one_scan_of_several_rules_equals_each_rules_own_order():
     scans = pa.Table.from_batches(list(chunk_scanner(kl, thresholds, before, model, rules)(iter(batches))))
     assert scans.column("rule").to_pylist() == list(rules) and scans.column("rows").to_pylist() == [40] * 3
     for row in scans.to_pylist():
-        (_, parts, digest), = ordered_chunks(iter(batches), model, row["rule"])
-        own = scan_chunk(whitened(model, list(parts)), kl, thresholds, *before[0])
+        (_, _, digest), = ordered_chunks(iter(batches), model, row["rule"])
+        scores = score_rows(row["rule"], model, x, model.whiten(x))
+        order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))
+        own = scan_chunk([model.whiten(x[order])], kl, thresholds, *before[0])
         assert row["digest"] == digest
         assert row["first_feasible"] == own.first_feasible is not None
         assert row["best_alpha"] == pytest.approx(own.best_alpha, rel=1e-12)

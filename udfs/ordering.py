@@ -50,7 +50,7 @@ def by_chunk(batches):
 
 
 def ordered_chunks(batches, model: PooledGaussian, rule: str | None):
-    """(chunk id, its batches in deletion order with columns id, vec, score, digest) for each chunk of a
+    """(chunk id, its batches in deletion order with columns id and score, digest) for each chunk of a
     task. Without ``rule`` the rows come so (sorted by Spark; digest None); with it, each chunk's rows are
     scored by ``rule`` and sorted here (``deletion_order``)."""
     for chunk, parts in by_chunk(batches):
@@ -61,8 +61,7 @@ def ordered_chunks(batches, model: PooledGaussian, rule: str | None):
         x = to_matrix(table.column("vec"), model.dim)
         scores = score_rows(rule, model, x, model.whiten(x), table.column("random_key").to_numpy())
         order, digest = deletion_order(table.column("id"), scores)
-        table = pa.table({"id": table.column("id").take(order), "vec": table.column("vec").take(order),
-                          "score": scores[order]})
+        table = pa.table({"id": table.column("id").take(order), "score": scores[order]})
         yield chunk, table.to_batches(max_chunksize=BATCH_ROWS), digest
 
 
