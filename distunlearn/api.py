@@ -163,7 +163,7 @@ class Plan:
 
     def apply(self, output: str | None = None, *, in_place: bool = False, manifest: str | None = None,
               ledger: str | None = None, purge: bool = False, retention_hours: float | None = None,
-              hash_ids: bool = False, report: str | None = None, max_retries: int = 3) -> dict:
+              hash_ids: bool = False, report: str | None = None, max_retries: int = 5) -> dict:
         """Write the plan: a new edited table at ``output`` (path, URI or catalog name), or the source
         edited ``in_place`` (a Delta table); the manifest, the ledger and (``purge``) physical erasure as
         the console command does. Returns the run's report."""

@@ -14,7 +14,8 @@ from distunlearn.core.rules import RULE_HELP, RULES
 from distunlearn.embed import add_embed_parser, run_embed
 from distunlearn.errors import DistunlearnError, InfeasibleError
 
-EXIT_CODES = "exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible, 3 source kept changing (conflict)"
+EXIT_CODES = ("exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible, 3 the edit kept conflicting "
+              "with other writers (nothing of the run committed)")
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,7 +94,8 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hash-ids", action="store_true", default=None,
                    help="manifest stores HMAC-SHA256(DISTUNLEARN_HASH_KEY, str(id)) instead of the raw id")
     p.add_argument("--ledger", help="Delta run ledger (default distunlearn_ledger beside the manifest)")
-    p.add_argument("--max-retries", type=int, help="re-plans when another writer commits first (default 3)")
+    p.add_argument("--max-retries", type=int, help="times the in-place MERGE starts again after Delta reports a conflict with another "
+                        "writer, pausing 1, 2, 4, ... s (at most 30) between tries (default 5)")
     p.add_argument("--broadcast-limit-mb", type=float,
                    help="broadcast the deleted ids and request keys to their joins when they take at most this "
                         "many MiB (measured first), else shuffle (default 64; 0: always shuffle)")
@@ -139,11 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lakehouse", default="lakehouse", help="folder of the demo tables (default ./lakehouse)")
     verify = sub.add_parser("verify", help="check a finished run against the table as it is now",
                             epilog="exit codes: 0 every check passed, 1 a check failed or bad input")
-    verify.add_argument("--source", required=True,
-                        help="the edited Delta table, path or catalog name (the source of an in-place run)")
+    verify.add_argument("--config", help="the run's TOML/JSON config: its tables (output, else source), "
+                                         "manifest, ledger and spark_conf; flags override it")
+    verify.add_argument("--source",
+                        help="the edited Delta table, path or catalog name (the source of an in-place run); "
+                             "required without --config")
     verify.add_argument("--run-id", required=True)
-    verify.add_argument("--ledger", help="run ledger (default distunlearn_ledger beside the manifest)")
-    verify.add_argument("--manifest", help="manifest (default: the run's, as the ledger records it)")
+    verify.add_argument("--ledger", help="run ledger (default distunlearn_ledger beside the manifest, as unlearn)")
+    verify.add_argument("--manifest", help="manifest (default <source>_manifest, as unlearn)")
     for flag in ("--id-col", "--vector-col", "--unwanted", "--retained"):
         verify.add_argument(flag, help="default: as the run recorded it")
     add_session_arguments(verify)
@@ -209,9 +214,10 @@ def _verify(args: argparse.Namespace) -> int:
     from distunlearn.verify import verify_run
 
     key = os.environ.get(HASH_KEY_ENV)
-    checks = verify_run(session(args, spark_conf(args)), args.source, args.run_id, args.ledger, args.manifest,
-                        key.encode() if key else None, id_col=args.id_col, vector_col=args.vector_col,
-                        unwanted=args.unwanted, retained=args.retained)
+    run = _verify_tables(args)
+    checks = verify_run(session(args, run["spark_conf"], argparse.Namespace(**run)), run["source"], args.run_id,
+                        run["ledger"], run["manifest"], key.encode() if key else None, id_col=args.id_col,
+                        vector_col=args.vector_col, unwanted=args.unwanted, retained=args.retained)
     for check in checks:
         print(check.line())
     failed = [c.name for c in checks if not c.passed]
@@ -219,6 +225,21 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"distunlearn: error: verify failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _verify_tables(args: argparse.Namespace) -> dict:
+    """The tables ``verify`` reads: flags first, then the run's ``--config`` (its edited table is the
+    output, else the source), with that config's ``spark_conf`` under the flags' ``--spark-conf``."""
+    from distunlearn.config import read_config_file
+
+    config = read_config_file(args.config) if args.config else {}
+    source = args.source or config.get("output") or config.get("source")
+    if not source:
+        raise DistunlearnError("verify needs --source, or --config with the run's source")
+    manifest = args.manifest or config.get("manifest")
+    ledger = args.ledger or config.get("ledger")
+    return {"source": source, "manifest": manifest, "ledger": ledger,
+            "spark_conf": {**(config.get("spark_conf") or {}), **spark_conf(args)}}
 
 
 def _choose_spark_log(args: argparse.Namespace) -> None:

@@ -117,7 +117,7 @@ class UnlearnConfig(SourceConfig):
     retention_hours: float | None = None
     hash_ids: bool = False
     ledger: str | None = None
-    max_retries: int = 3
+    max_retries: int = 5
     broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB
     objective: str = "kl"
     downstream_target: float = 0.5
@@ -205,7 +205,7 @@ class UnlearnConfig(SourceConfig):
         if self.ledger:
             return TableRef.parse(self.ledger)
         manifest = self.manifest_table
-        return manifest.beside(LEDGER_NAME) if manifest else None
+        return default_ledger(manifest) if manifest else None
 
     @property
     def purge_retention_hours(self) -> float:
@@ -258,6 +258,11 @@ class EvaluateConfig(SourceConfig):
             raise DistunlearnError("--downstream needs --label-col, the class label the classifier learns")
         if not grid or any(not (0 <= g <= 1) for g in grid):
             raise DistunlearnError("--downstream-grid takes fractions between 0 and 1, e.g. 0,0.25,0.5,1")
+
+
+def default_ledger(manifest: TableRef) -> TableRef:
+    """The ledger of every command when none is given: ``distunlearn_ledger`` beside the manifest."""
+    return manifest.beside(LEDGER_NAME)
 
 
 def read_config_file(path: str) -> dict:

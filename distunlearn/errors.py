@@ -18,6 +18,6 @@ class InfeasibleError(DistunlearnError):
 
 
 class ConflictError(DistunlearnError):
-    """Other writers kept committing to the source; the bounded re-plans ran out."""
+    """Delta reported a conflict with another writer at every try of the edit; nothing of the run committed."""
 
     exit_code = 3

@@ -16,19 +16,20 @@ from pyspark.sql.types import StringType
 from distunlearn.config import UnlearnConfig
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import BudgetChoice, EditedKL, Removed, Thresholds, alpha_max
-from distunlearn.errors import ConflictError, InfeasibleError
+from distunlearn.errors import InfeasibleError
 from distunlearn.lineage import Lineage
 from distunlearn.pipeline import Domains, fit, order, read_labelled, score
 from distunlearn.progress import phase
-from distunlearn.spark.delta_writer import (check_manifest, check_targets, committed_version, manifest_rows,
-                                            merge_delete, read_version, replace_run_rows, undo_edit,
-                                            warn_if_unsafe_s3_writes, write_edited)
+from distunlearn.spark.delta_writer import (CREATE_OPERATIONS, check_manifest, check_targets, committed_version,
+                                            manifest_rows, replace_run_rows, warn_if_unsafe_s3_writes, write_edited)
+from distunlearn.spark.live_edit import (LiveEdit, RunCommit, commit, committed_manifest, removed_files,
+                                         run_commits, withdraw_manifest)
 from distunlearn.spark.checkpoints import check_checkpoint_dir
 from distunlearn.spark.keys import KeySet, key_row_bytes
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.ordering import RuleOrdering, choose_budgets
 from distunlearn.spark.purge import purge
-from distunlearn.spark.source import Source, read_requests
+from distunlearn.spark.source import Requests, Source, read_requests
 from distunlearn.spark.table import TableRef, first_line
 from distunlearn.udfs.scoring import REQUESTED_TOTALS_SCHEMA, requested_totals
 
@@ -53,6 +54,7 @@ class UnlearnPlan:
     n_requested: int
     id_bytes: int = 0         # the longest string id (sizes the deleted ids' broadcast)
     downstream: dict | None = None   # the downstream objective's search (fits, metrics, target)
+    requests: Requests | None = None  # the request keys the run matched
 
     def infeasible_message(self) -> str:
         eps = self.thresholds.epsilon
@@ -101,7 +103,8 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str,
         config.downstream_classifier.estimator()   # a bad classifier or param fails before any pass
     requests = read_requests(spark, config.requests, config.request_key or config.id_col, config.broadcast_limit_mb) \
         if config.requests is not None else None
-    labelled = read_labelled(spark, config.source, config.format, domains, requests, config.request_key,
+    labelled = read_labelled(spark, config.source, config.format, domains, requests and requests.keys,
+                             config.request_key,
                              config.label_col if config.objective == "downstream" else None)
     fitted = fit(labelled.rows, domains, config.ridge, reliable=config.checkpoint_dir is not None,
                  covariance=config.covariance)
@@ -126,7 +129,7 @@ def plan_unlearning(spark: SparkSession, config: UnlearnConfig, run_id: str,
         choices, orderings, chosen = _choose_kl(scored, fitted, thresholds, removed, config.rules, keep_orderings)
     requested = labelled.rows.where(F.col("requested")).select("id")
     return UnlearnPlan(run_id, config, labelled.source, model, kl, thresholds, choices, chosen, orderings,
-                       requested, removed, n_requested, fitted.stats.id_bytes, downstream)
+                       requested, removed, n_requested, fitted.stats.id_bytes, downstream, requests)
 
 
 def _choose_kl(scored, fitted, thresholds: Thresholds, removed: Removed, rules: tuple[str, ...],
@@ -204,6 +207,10 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan | 
                 report["purge"] = purge(spark, config.source_table, config.purge_retention_hours, run_id,
                                         report["source_version_written"], config.id_col)
                 detail.update(retention_hours=config.purge_retention_hours)
+            reorg = report["purge"].get("reorg", {}).get("version")
+            if reorg is not None:   # the files it rewrote held the rows the MERGE only marked deleted
+                report["removed_files"] = sorted(set(report["removed_files"])
+                                                 | set(removed_files(spark, config.source_table, [reorg])))
         if ledger:
             ledger.record(run_id, "succeeded", report)
     except Exception as exc:
@@ -224,103 +231,129 @@ def _name(data) -> str:
 
 def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledger | None,
           hash_key: bytes | None, planned: UnlearnPlan | None) -> dict:
-    """Plan and commit the edit, re-planning when another writer commits to the source first."""
+    """Plan (or take ``planned``) and commit the edit: in place on the live source, or as a new table."""
     from distunlearn.report import build_report
 
-    source = config.source_table
-    target = source if config.in_place else config.output_table
-    for attempt in range(config.max_retries + 1):
-        done = committed_version(spark, target, run_id, ("MERGE",) if config.in_place else _CREATE_OPS) \
-            if target and not config.dry_run else None
-        if done is not None and ledger and ledger.report(run_id):
-            log.info("run %s: the edit committed as version %d earlier; finishing the run", run_id, done)
-            return _with_version(ledger.report(run_id), config, done)
-        check_targets(spark, source, None if config.in_place or config.dry_run else target,
-                      None if config.dry_run else config.manifest_table, config.report,
-                      None if config.dry_run else config.ledger_table)
-        plan = dataclasses.replace(planned, config=config) if planned is not None and attempt == 0 \
-            else plan_unlearning(spark, config, run_id)
-        if not plan.chosen.feasible:
-            raise InfeasibleError(plan.infeasible_message(), report=build_report(plan))
-        if config.dry_run:
-            return build_report(plan)
-        warn_if_unsafe_s3_writes(spark, target, config.manifest_table, config.ledger_table)
-        check_manifest(spark, config.manifest_table,
-                       StringType() if config.hash_ids else plan.requested.schema["id"].dataType)
-        report = build_report(plan)
-        with phase("writing manifest"):
-            replace_run_rows(config.manifest_table, plan.manifest(hash_key), run_id)
-            report["manifest_version"] = config.manifest_table.latest_version(spark)
-        if ledger:
-            ledger.record(run_id, "planned", report, plan.model_record(), config.fingerprint)
-        try:
-            with phase("committing the edit") as detail:
-                version = _commit(spark, config, plan, run_id)
-                detail.update(version=version)
-        except Exception as exc:  # noqa: BLE001 - conflicts re-plan, anything else is raised
-            if not _is_conflict(exc):
-                raise
-            log.warning("attempt %d: %s changed while planning (%s); planning again", attempt + 1, source.text,
-                        first_line(exc))
-            continue
-        return _with_version(report, config, version)
-    raise ConflictError(f"{source.text} kept changing under the run: gave up after {config.max_retries + 1} "
-                        f"attempts (run id {run_id}); rerun with --run-id {run_id}")
+    if config.in_place:
+        return _edit_in_place(spark, config, run_id, ledger, hash_key, planned)
+    output = None if config.dry_run else config.output_table
+    done = committed_version(spark, output, run_id, CREATE_OPERATIONS) if output else None
+    if done is not None and ledger and ledger.report(run_id):
+        log.info("run %s: the edited table was written as version %d earlier; finishing the run", run_id, done)
+        return _with_version(ledger.report(run_id), config, done)
+    plan = _checked_plan(spark, config, run_id, planned)
+    if config.dry_run:
+        return build_report(plan)
+    report = _stage(spark, config, plan, ledger, hash_key)
+    try:
+        with phase("writing the edited table") as detail:
+            version = write_edited(spark, plan.source.df, plan.deleted_ids(), plan.deleted_keys(), config.id_col,
+                                   output, run_id, config.broadcast_limit_mb)
+            detail.update(version=version)
+    except BaseException:
+        withdraw_manifest(spark, config.manifest_table, run_id)
+        raise
+    return _with_version(report, config, version)
 
 
-_CREATE_OPS = ("WRITE", "CREATE TABLE AS SELECT", "CREATE TABLE")
+def _checked_plan(spark: SparkSession, config: UnlearnConfig, run_id: str, planned: UnlearnPlan | None) -> UnlearnPlan:
+    """The targets checked before any work, then the plan (``planned``, or made now); infeasible stops here."""
+    from distunlearn.report import build_report
+
+    check_targets(spark, config.source_table, None if config.in_place or config.dry_run else config.output_table,
+                  None if config.dry_run else config.manifest_table, config.report,
+                  None if config.dry_run else config.ledger_table)
+    plan = dataclasses.replace(planned, config=config) if planned is not None else plan_unlearning(spark, config, run_id)
+    if not plan.chosen.feasible:
+        raise InfeasibleError(plan.infeasible_message(), report=build_report(plan))
+    return plan
 
 
-class SourceChanged(Exception):
-    """The source has a newer version than the one planned on."""
+def _stage(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan, ledger: Ledger | None,
+           hash_key: bytes | None) -> dict:
+    """The planned deletions staged in the manifest and the plan in the ledger, before any edit."""
+    from distunlearn.report import build_report
+
+    targets = (config.source_table,) if config.in_place else (config.output_table,)
+    warn_if_unsafe_s3_writes(spark, *targets, config.manifest_table, config.ledger_table)
+    check_manifest(spark, config.manifest_table,
+                   StringType() if config.hash_ids else plan.requested.schema["id"].dataType)
+    report = build_report(plan)
+    with phase("writing manifest"):
+        replace_run_rows(config.manifest_table, plan.manifest(hash_key), plan.run_id)
+        report["manifest_version"] = config.manifest_table.latest_version(spark)
+    if ledger:
+        ledger.record(plan.run_id, "planned", report, plan.model_record(), config.fingerprint)
+    return report
 
 
-def _conflict_types() -> tuple[type, ...]:
-    from delta import exceptions as e
+def _edit_in_place(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledger | None,
+                   hash_key: bytes | None, planned: UnlearnPlan | None) -> dict:
+    """Commit the edit on the source as it is now (``live_edit``), then list what committed in the
+    manifest. A rerun of a run that died finds its commits in the table's history and finishes from there."""
+    source, manifest = config.source_table, config.manifest_table
+    edit = LiveEdit(source, run_id, config.id_col, None if config.requests is None else config.request_key or config.id_col,
+                    config.max_retries, config.broadcast_limit_mb)
+    earlier = ledger.report(run_id) if ledger else None
+    commits = run_commits(spark, edit, earlier["source_version"]) if earlier else []
+    if commits and earlier.get("commits") is not None:
+        log.info("run %s: the edit committed as version %d earlier; finishing the run", run_id, commits[0].version)
+        return earlier
+    if commits:
+        log.info("run %s: the edit committed as version %d earlier; listing what it deleted", run_id, commits[0].version)
+        requests = None if config.requests is None else read_requests(
+            spark, config.requests, edit.request_key, config.broadcast_limit_mb, earlier["requests_read"]["version"])
+        plan, report = None, earlier
+    else:
+        plan = _checked_plan(spark, config, run_id, planned)
+        requests = plan.requests
+        report = _stage(spark, config, plan, ledger, hash_key)
+    since = report["source_version"]
+    try:
+        with phase("committing the edit") as detail:
+            commits = commit(spark, edit, plan.deleted_ids() if plan else None, plan.deleted_keys() if plan else None,
+                             requests and requests.keys, requests and requests.size, since)
+            detail.update(versions=", ".join(str(c.version) for c in commits))
+    except BaseException:
+        commits = run_commits(spark, edit, since)
+        if not commits:
+            withdraw_manifest(spark, manifest, run_id)
+        else:
+            committed_manifest(spark, edit, commits, manifest, requests and requests.keys, hash_key)
+        raise
+    with phase("manifest of the committed deletions") as detail:
+        committed_manifest(spark, edit, commits, manifest, requests and requests.keys, hash_key,
+                           plan.deleted_ids() if plan else None)
+        detail.update(version=manifest.latest_version(spark))
+    report = _committed_report(spark, report, edit, commits, manifest)
+    if ledger:
+        ledger.record(run_id, "committed", report)
+    return report
 
-    return (SourceChanged, e.ConcurrentAppendException, e.ConcurrentDeleteReadException,
-            e.ConcurrentDeleteDeleteException, e.ConcurrentTransactionException, e.MetadataChangedException,
-            e.ProtocolChangedException, e.ConcurrentWriteException)
 
-
-_CONFLICTS = _conflict_types()
-_CONFLICT_CLASSES = ("DELTA_CONCURRENT", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    """Delta's concurrent-modification errors, as classic PySpark (by type) and Connect (by error class) raise them."""
-    if isinstance(exc, _CONFLICTS):
-        return True
-    error_class = getattr(exc, "getCondition", getattr(exc, "getErrorClass", lambda: None))() or ""
-    return error_class.startswith(_CONFLICT_CLASSES) or any(c in str(exc)[:200] for c in _CONFLICT_CLASSES)
-
-
-def _commit(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan, run_id: str) -> int:
-    """The edit as one Delta commit. In place, the MERGE must have read the planned version: Delta's own
-    conflict check covers commits after the version the MERGE read; a commit that slipped in between the
-    version check and the MERGE shows in the MERGE commit's ``readVersion``, and the edit is then undone
-    (RESTORE) and planned again, or, when others committed after it too, the run stops with exit 3."""
-    if not config.in_place:
-        return write_edited(spark, plan.source.df, plan.deleted_ids(), plan.deleted_keys(), config.id_col,
-                            config.output_table, run_id, config.broadcast_limit_mb)
-    source, planned = config.source_table, plan.source.version
-    current = source.latest_version(spark)
-    if current != planned:
-        raise SourceChanged(f"version {current} is newer than the planned version {planned}")
-    version = merge_delete(spark, source, plan.deleted_ids(), plan.deleted_keys(), config.id_col, run_id,
-                           config.broadcast_limit_mb)
-    read = None if version is None else read_version(spark, source, version)
-    if version is None or read == planned:
-        return version
-    restored = undo_edit(spark, source, version, run_id)
-    if restored is None:
-        raise ConflictError(f"{source.text}: the edit (version {version}) was made on version {read}, not on the "
-                            f"planned version {planned}, and other commits followed it, so it was not undone; "
-                            f"check it with: distunlearn verify --source {source.text} --run-id {run_id}")
-    raise SourceChanged(f"the MERGE read version {read}, not the planned version {planned}: undone by version "
-                        f"{restored}")
+def _committed_report(spark: SparkSession, report: dict, edit: LiveEdit, commits: list[RunCommit],
+                      manifest: TableRef) -> dict:
+    """The report of a committed in-place edit: the planned version (the KL contract's) beside the
+    versions the commits read and made, the rows others added in between, what each reason deleted and
+    the files the commits removed (``verify`` checks those are gone after a purge)."""
+    table, planned, read = edit.table, report["source_version"], commits[0].read_version
+    counts = {r["reason"]: int(r["count"]) for r in manifest.read(spark).where(F.col("run_id") == edit.run_id)
+              .groupBy("reason").count().collect()}
+    rows_then, rows_now = table.read(spark, version=planned).count(), table.read(spark, version=read).count()
+    return {**report,
+            "source_version_written": commits[0].version,
+            "commits": [c.record() for c in commits],
+            "source_version_read_by_edit": read,
+            "commits_by_others_before_edit": read - planned,
+            "net_rows_added_before_edit": rows_now - rows_then,
+            "deleted_committed": sum(v for k, v in counts.items() if k != "request"),
+            "deleted_requested": counts.get("request", 0),
+            "kl_contract": f"the KL thresholds were met on version {planned}, the planned snapshot; "
+                           f"'distunlearn verify' checks the latest version",
+            "removed_files": removed_files(spark, table, [c.version for c in commits]),
+            "manifest_version": manifest.latest_version(spark),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 
 def _with_version(report: dict, config: UnlearnConfig, version: int) -> dict:
-    key = "source_version_written" if config.in_place else "output_version"
-    return {**report, key: version, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    return {**report, "output_version": version, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}

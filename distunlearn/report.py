@@ -56,6 +56,7 @@ def build_report(plan) -> dict:
         "in_place": cfg.in_place,
         "requests": _location(cfg.requests_table) if cfg.requests is not None and cfg.requests_table else (
             None if cfg.requests is None else "<DataFrame>"),
+        "requests_read": plan.requests.record() if plan.requests else None,
         "source_version_written": None,
         "output": None if cfg.dry_run else _location(cfg.source_table if cfg.in_place else cfg.output_table),
         "output_version": None,

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from urllib.parse import unquote
-
 import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from distunlearn.config import LEDGER_NAME
+from distunlearn.config import default_ledger
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.moments import DomainMoments
 from distunlearn.core.selection import Thresholds
@@ -33,10 +31,12 @@ class Check:
 def verify_run(spark: SparkSession, source, run_id: str, ledger=None, manifest=None,
                hash_key: bytes | None = None, **domain_overrides) -> list[Check]:
     """Recompute the KLs with the run's model and thresholds, look for deleted ids in the table, and
-    (after a purge) for the files that held them. Tables are paths, URIs or catalog names; the ledger
-    defaults to ``distunlearn_ledger`` beside ``source``."""
+    (after a purge) for the files that held them. Tables are paths, URIs or catalog names; the manifest
+    and the ledger default as for ``unlearn``: ``<source>_manifest``, and ``distunlearn_ledger`` beside
+    the manifest."""
     table = TableRef.parse(source)
-    ledger = TableRef.parse(ledger) if ledger else table.beside(LEDGER_NAME)
+    ledger = TableRef.parse(ledger) if ledger else default_ledger(
+        TableRef.parse(manifest) if manifest else table.child("_manifest"))
     record = Ledger(spark, ledger).get(run_id)
     if record is None or record["status"] != "succeeded":
         raise DistunlearnError(f"run {run_id} has no succeeded entry in the ledger {ledger.text}")
@@ -48,8 +48,7 @@ def verify_run(spark: SparkSession, source, run_id: str, ledger=None, manifest=N
     manifest = TableRef.parse(manifest or report["manifest"])
     checks.append(_absent_ids(spark, labelled.rows, manifest, run_id, report.get("hash_ids"), hash_key))
     if report.get("purge") and report.get("in_place"):
-        checks.append(_purged_files(spark, table, report["source_version_written"],
-                                    report["deleted"] + report["deleted_requested"]))
+        checks.append(_purged_files(spark, table, report))
     return checks
 
 
@@ -84,27 +83,23 @@ def _absent_ids(spark, labelled, manifest: TableRef, run_id: str, hashed: bool, 
                  f"{remaining} of the run's {total} deleted {'id hashes' if hashed else 'ids'} are still in the table")
 
 
-def _purged_files(spark: SparkSession, table: TableRef, merge_version: int, deleted_rows: int) -> Check:
-    """Every data or change-data file removed or written by the run's commits is gone from storage: the
-    log is read and the storage listed through Spark, so any file system Spark reaches is checked. A
-    check that cannot look fails, saying why; so does one that finds no file to look for."""
-    location = table.require_delta(spark, "--source")["location"]
-    try:
-        commits = spark.read.text(location.rstrip("/") + "/_delta_log/*.json").select(
-            F.regexp_extract(F.input_file_name(), r"(\d+)\.json$", 1).cast("long").alias("version"),
-            F.get_json_object("value", "$.remove.path").alias("removed"),
-            F.get_json_object("value", "$.cdc.path").alias("cdc")).where(F.col("version") >= merge_version)
-        rows = commits.where(F.col("removed").isNotNull() | (F.col("cdc").isNotNull()
-                                                             & (F.col("version") == merge_version))).collect()
-        files = {unquote(r["removed"] or r["cdc"]) for r in rows}
-        stored = table_files(spark, location)
-    except Exception as exc:  # noqa: BLE001 - a check that cannot look must not pass
-        return Check("purged files gone", False, f"UNKNOWN: cannot read the log or list {location}: {first_line(exc)}")
-    if not files and deleted_rows == 0:
-        return Check("purged files gone", True, "the run deleted no row: no file held a deleted row")
+def _purged_files(spark: SparkSession, table: TableRef, report: dict) -> Check:
+    """Every file the run's own commits removed, or wrote as change data (``removed_files``, recorded by
+    the run), is gone from storage, whatever others committed or compacted since and after the log's
+    cleanup. Storage is listed through Spark, so any file system Spark reaches is checked; a check that
+    cannot look fails, saying why."""
+    files = report.get("removed_files")
+    if files is None:
+        return Check("purged files gone", False, "UNKNOWN: the run recorded no list of the files its commits "
+                                                 "removed (a run of an older distunlearn)")
     if not files:
-        return Check("purged files gone", False, f"UNKNOWN: the log of {location} names no file removed or "
-                                                 f"written by the run's commits from version {merge_version}")
-    left = files & stored
+        deleted = report.get("deleted_committed", 0) + report.get("deleted_requested", 0)
+        return Check("purged files gone", deleted == 0, "the run deleted no row: no file held a deleted row"
+                     if deleted == 0 else f"UNKNOWN: the run deleted {deleted} rows but recorded no file")
+    try:
+        stored = table_files(spark, table.require_delta(spark, "--source")["location"])
+    except Exception as exc:  # noqa: BLE001 - a check that cannot look must not pass
+        return Check("purged files gone", False, f"UNKNOWN: cannot list {table.text}: {first_line(exc)}")
+    left = set(files) & stored
     return Check("purged files gone", not left,
                  f"{len(left)} of {len(files)} files removed or written by the run's commits are still on storage")

@@ -23,6 +23,7 @@ from distunlearn.spark.table import TableRef
 
 log = logging.getLogger("distunlearn")
 MANIFEST_COLUMNS = ("run_id", "id", "reason", "rule", "score", "rank")
+CREATE_OPERATIONS = ("WRITE", "CREATE TABLE AS SELECT", "CREATE TABLE")
 # A broadcast join collects its smaller side on the driver: the run's own session broadcasts nothing by
 # itself; only a key set measured beforehand is broadcast, by an explicit hint (``keys.KeySet``).
 NO_BROADCAST_JOINS = {"spark.sql.autoBroadcastJoinThreshold": "-1",
@@ -88,32 +89,17 @@ def check_manifest(spark: SparkSession, manifest: TableRef, id_type: DataType) -
                                f"{', '.join(MANIFEST_COLUMNS)} with id of type {id_type.simpleString()})")
 
 
-def committed_version(spark: SparkSession, table: TableRef, run_id: str, operations=("WRITE", "MERGE")) -> int | None:
-    """Version of this run's data commit to ``table`` (found by its ``userMetadata``), or None; an edit the
-    run undid (a later RESTORE of the same run) does not count. None too when no Delta table is there."""
+def committed_version(spark: SparkSession, table: TableRef, run_id: str, operations=("WRITE", "MERGE"),
+                      since: int = 0) -> int | None:
+    """Version of this run's first data commit to ``table`` from version ``since`` on (found by its
+    ``userMetadata``), or None; None too when no Delta table is there."""
     try:
-        last = table.history(spark).where((F.col("userMetadata") == commit_metadata(run_id))
-                                          & F.col("operation").isin(*operations, "RESTORE")) \
-            .orderBy(F.col("version").desc()).select("version", "operation").first()
+        first = table.history(spark, since).where((F.col("userMetadata") == commit_metadata(run_id))
+                                                  & F.col("operation").isin(*operations)) \
+            .orderBy("version").select("version").first()
     except Exception:  # noqa: BLE001 - no Delta table there (or unreadable: the checks that follow say why)
         return None
-    return None if last is None or last["operation"] == "RESTORE" else int(last["version"])
-
-
-def read_version(spark: SparkSession, table: TableRef, version: int) -> int | None:
-    """The table version the commit ``version`` was made on (Delta's ``readVersion``)."""
-    row = table.history(spark).where(F.col("version") == version).select("readVersion").first()
-    return None if row is None or row["readVersion"] is None else int(row["readVersion"])
-
-
-def undo_edit(spark: SparkSession, table: TableRef, version: int, run_id: str) -> int | None:
-    """Restore ``table`` to the version before the run's commit ``version`` if nothing was committed after
-    it (one atomic RESTORE commit carrying the run id); None when it cannot be undone safely."""
-    if table.latest_version(spark) != version:
-        return None
-    with run_session(spark, commit_conf(run_id)) as session:
-        session.sql(f"RESTORE TABLE {table.sql} TO VERSION AS OF {version - 1}").collect()
-    return table.latest_version(spark)
+    return None if first is None else int(first["version"])
 
 
 def write_edited(spark: SparkSession, source: DataFrame, deleted: DataFrame, keys: KeySet, id_col: str,
@@ -123,7 +109,7 @@ def write_edited(spark: SparkSession, source: DataFrame, deleted: DataFrame, key
     deleted_ids = keys.hinted(deleted.select(F.col("id").alias("__deleted_id")), broadcast_limit_mb)
     edited = source.join(deleted_ids, col(id_col) == F.col("__deleted_id"), "left_anti").select(*map(col, source.columns))
     output.save(edited, "error", userMetadata=commit_metadata(run_id))
-    return committed_version(spark, output, run_id, ("WRITE", "CREATE TABLE AS SELECT", "CREATE TABLE"))
+    return committed_version(spark, output, run_id, CREATE_OPERATIONS)
 
 
 def manifest_rows(selected: DataFrame, requested: DataFrame, run_id: str, rule: str,
@@ -152,24 +138,22 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def merge_delete(spark: SparkSession, target: TableRef, deleted_ids: DataFrame, keys: KeySet, id_col: str,
-                 run_id: str, broadcast_limit_mb: float) -> int:
-    """Delete the rows whose id is in ``deleted_ids`` by a MERGE join (the ids never enter a predicate
-    or the log), as one atomic commit carrying the run id; a repeat with the same run id is a no-op
-    (Delta's transaction id, bumped past every edit of the run that was undone).
+def merge_delete(spark: SparkSession, target: TableRef, keys_df: DataFrame, keys: KeySet, column: str,
+                 run_id: str, broadcast_limit_mb: float, txn_version: int) -> None:
+    """Delete the rows whose ``column`` is in ``keys_df`` (one column ``key``) by a MERGE join (the keys
+    never enter a predicate or the log), as one atomic commit on the table's current version carrying the
+    run id; Delta's idempotent-write transaction (``distunlearn-<run id>``, ``txn_version``) makes a repeat
+    of the same commit a no-op.
 
-    The ids reach the MERGE's own session as a global temporary view, dropped afterwards; when ``keys``
+    The keys reach the MERGE's own session as a global temporary view, dropped afterwards; when ``keys``
     fit in the limit they carry a broadcast hint, which Delta's join keeps, so the table is not shuffled."""
-    undone = target.history(spark).where((F.col("userMetadata") == commit_metadata(run_id))
-                                         & (F.col("operation") == "RESTORE")).count()
     view = f"distunlearn_deleted_{uuid.uuid4().hex}"
-    keys.hinted(deleted_ids.select(F.col("id").alias("__deleted_id")), broadcast_limit_mb) \
+    keys.hinted(keys_df.select(F.col("key").alias("__deleted_key")), broadcast_limit_mb) \
         .createOrReplaceGlobalTempView(view)
-    key = "`" + id_col.replace("`", "``") + "`"
+    quoted = "`" + column.replace("`", "``") + "`"
     try:
-        with run_session(spark, commit_conf(run_id, txn_version=1 + undone)) as session:
+        with run_session(spark, commit_conf(run_id, txn_version=txn_version)) as session:
             session.sql(f"MERGE INTO {target.sql} AS t USING global_temp.{view} AS d "
-                        f"ON t.{key} = d.__deleted_id WHEN MATCHED THEN DELETE").collect()
+                        f"ON t.{quoted} = d.__deleted_key WHEN MATCHED THEN DELETE").collect()
     finally:
         spark.catalog.dropGlobalTempView(view)
-    return committed_version(spark, target, run_id, ("MERGE",))

@@ -6,7 +6,7 @@ import logging
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from distunlearn.spark.delta_writer import commit_conf
+from distunlearn.spark.delta_writer import commit_conf, commit_metadata
 from distunlearn.spark.session import run_session
 from distunlearn.spark.table import TableRef
 
@@ -14,8 +14,10 @@ log = logging.getLogger("distunlearn")
 DELTA_SAFE_RETENTION_HOURS = 168
 
 
-def _metrics(spark: SparkSession, table: TableRef, operation: str, after_version: int) -> dict:
-    row = table.history(spark).where((F.col("operation") == operation) & (F.col("version") > after_version)) \
+def _metrics(spark: SparkSession, table: TableRef, operation: str, after_version: int, run_id: str) -> dict:
+    """The metrics of the run's latest ``operation`` commit after ``after_version`` (bounded history)."""
+    row = table.history(spark, after_version + 1).where(
+        (F.col("operation") == operation) & (F.col("userMetadata") == commit_metadata(run_id))) \
         .orderBy(F.col("version").desc()).first()
     return {} if row is None else {"version": int(row["version"]), **{k: int(v) for k, v in
                                                                       (row["operationMetrics"] or {}).items()}}
@@ -44,7 +46,7 @@ def purge(spark: SparkSession, table: TableRef, retention_hours: float, run_id: 
     if str(properties.get("delta.enableDeletionVectors", "false")).lower() == "true":
         with run_session(spark, commit_conf(run_id)) as session:
             session.sql(f"REORG TABLE {table.sql} APPLY (PURGE)").collect()
-        result["reorg"] = _metrics(spark, table, "REORG", after_version)
+        result["reorg"] = _metrics(spark, table, "REORG", after_version, run_id)
     extra = {"spark.databricks.delta.vacuum.logging.enabled": "true"}
     if retention_hours < DELTA_SAFE_RETENTION_HOURS:
         log.warning("lowering Delta's %d-hour retention safety check for this VACUUM only (retain %g hours): "
@@ -53,6 +55,6 @@ def purge(spark: SparkSession, table: TableRef, retention_hours: float, run_id: 
         extra["spark.databricks.delta.retentionDurationCheck.enabled"] = "false"
     with run_session(spark, commit_conf(run_id, **extra)) as session:
         session.sql(f"VACUUM {table.sql} RETAIN {float(retention_hours)} HOURS").collect()
-    result["vacuum"] = _metrics(spark, table, "VACUUM END", after_version)
+    result["vacuum"] = _metrics(spark, table, "VACUUM END", after_version, run_id)
     result["safety_check_lowered"] = retention_hours < DELTA_SAFE_RETENTION_HOURS
     return result

@@ -1,18 +1,21 @@
 """Reading the source table at a pinned version and labelling its rows by domain."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, FloatType, NumericType, StringType
+from pyspark.sql.types import ArrayType, DataType, DoubleType, FloatType, IntegralType, NumericType, StringType
 
 from distunlearn.errors import DistunlearnError
+from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB, KeySet, key_row_bytes, variable_width
 from distunlearn.spark.session import conf_bytes, cores
 from distunlearn.spark.table import TableRef, first_line
 
+log = logging.getLogger("distunlearn")
 UNWANTED, RETAINED = 1, 2
 
 # Input partitions are coalesced (never shuffled) to about this many per core when a source is split far
@@ -41,10 +44,11 @@ class Source:
 
     @classmethod
     def read(cls, spark: SparkSession, data: "str | TableRef | DataFrame", fmt: str = "delta",
-             flag: str = "source") -> "Source":
-        """A DataFrame as it is, or a table read at its latest version (pinned for the whole run)."""
+             flag: str = "source", pin: bool = True) -> "Source":
+        """A table read at its latest version, or a DataFrame computed once and kept (``pin``): every pass
+        of the run, and its write, see the same rows."""
         if isinstance(data, DataFrame):
-            return cls("<DataFrame>", "dataframe", data, None)
+            return cls("<DataFrame>", "dataframe", freeze(data) if pin else data, None)
         table = data if isinstance(data, TableRef) else TableRef.parse(data)
         if fmt == "parquet":
             if table.is_name:
@@ -129,19 +133,58 @@ def predicate(df: DataFrame, sql: str, flag: str) -> Column:
     return F.coalesce(expr, F.lit(False))
 
 
+@dataclass(frozen=True)
+class Requests:
+    """Deletion requests: their distinct non-null keys (column ``__request_key``, hinted for the join),
+    how many there are and their size, the null keys left out, and the requests table's version."""
+
+    keys: DataFrame
+    size: KeySet
+    null_keys: int
+    version: int | None
+
+    def record(self) -> dict:
+        return {"keys": self.size.rows, "null_keys": self.null_keys, "version": self.version}
+
+
 def read_requests(spark: SparkSession, data: "str | TableRef | DataFrame", key: str,
-                  broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB) -> DataFrame:
-    """Distinct non-null keys of a deletion-requests Delta table (or DataFrame), as one column
-    ``__request_key``, hinted to be broadcast to the join with the source when they fit in
-    ``broadcast_limit_mb`` (one aggregate over the keys measures them first)."""
-    requests = Source.read(spark, data, "delta", flag="--requests").df
-    if key not in requests.columns:
-        raise DistunlearnError(f"--requests has no column {key!r} (columns: {', '.join(requests.columns)})")
-    keys = requests.select(col(key).alias("__request_key")).where(F.col("__request_key").isNotNull()).distinct()
+                  broadcast_limit_mb: float = DEFAULT_BROADCAST_LIMIT_MB, version: int | None = None) -> Requests:
+    """The distinct non-null keys of a deletion-requests Delta table (at ``version``, default its latest)
+    or DataFrame. One aggregate measures them first: the keys are hinted to be broadcast when they fit in
+    ``broadcast_limit_mb``; null keys are counted (and reported), and a table with no non-null key stops
+    the run."""
+    if version is None:
+        source = Source.read(spark, data, "delta", flag="--requests", pin=False)
+        table, version = source.df, source.version
+    else:
+        table = (data if isinstance(data, TableRef) else TableRef.parse(data)).read(spark, version=version)
+    if key not in table.columns:
+        raise DistunlearnError(f"--requests has no column {key!r} (columns: {', '.join(table.columns)})")
+    keys = table.select(col(key).alias("__request_key"))
     dtype = keys.schema["__request_key"].dataType
     width = F.max(F.octet_length("__request_key")) if variable_width(dtype) else F.lit(None)
-    size = keys.agg(F.count(F.lit(1)).alias("rows"), width.alias("width")).first()
-    return KeySet(size["rows"], key_row_bytes(dtype, size["width"] or 0)).hinted(keys, broadcast_limit_mb)
+    distinct = keys.where(F.col("__request_key").isNotNull()).distinct()
+    counts = keys.agg(F.count(F.lit(1)).alias("rows"), F.count("__request_key").alias("non_null")).first()
+    size = distinct.agg(F.count(F.lit(1)).alias("rows"), width.alias("width")).first()
+    null_keys = int(counts["rows"] - counts["non_null"])
+    if size["rows"] == 0:
+        raise DistunlearnError(f"--requests has no usable key in column {key!r}: {counts['rows']:,} row(s), "
+                               f"{null_keys:,} of them null")
+    if null_keys:
+        log.warning("--requests: %d row(s) with a null %r were left out (%d key(s) used)", null_keys, key,
+                    size["rows"])
+    keyset = KeySet(size["rows"], key_row_bytes(dtype, size["width"] or 0))
+    return Requests(keyset.hinted(distinct, broadcast_limit_mb), keyset, null_keys, version)
+
+
+def check_key_types(source_type: DataType, request_type: DataType, key: str) -> None:
+    """Request keys match the source's key column by value: the same type, or two integer types (compared
+    as the wider one). Nothing else is cast: no trimming, no parsing of strings into numbers."""
+    if source_type == request_type or (isinstance(source_type, IntegralType) and isinstance(request_type, IntegralType)):
+        return
+    raise DistunlearnError(f"--requests keys have type {request_type.simpleString()} but the source's key column "
+                           f"{key!r} has type {source_type.simpleString()}: give keys of type "
+                           f"{source_type.simpleString()} (integer types match each other; nothing else is cast)")
 
 
 def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, retained: str | None,
@@ -164,6 +207,7 @@ def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, r
     domain = F.when(is_unwanted, F.lit(UNWANTED)).when(is_retained, F.lit(RETAINED))
     requested = F.lit(False)
     if requests is not None:
+        check_key_types(df.schema[key].dataType, requests.schema["__request_key"].dataType, key)
         df = df.join(requests, col(key) == F.col("__request_key"), "left")
         requested = F.col("__request_key").isNotNull()
     label = []

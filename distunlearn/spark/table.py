@@ -20,8 +20,10 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """An error as one line that names its cause (``delta_errors.root_cause``)."""
+    from distunlearn.spark.delta_errors import root_cause
+
+    return root_cause(exc)
 
 
 def _quote_name(name: str) -> str:
@@ -135,11 +137,23 @@ class TableRef:
                 return False
             raise StorageUnreadable(f"cannot list {self.text}: {first_line(exc)}") from None
 
-    def history(self, spark: SparkSession) -> DataFrame:
-        return spark.sql(f"DESCRIBE HISTORY {self.sql}")
+    def history(self, spark: SparkSession, since: int) -> DataFrame:
+        """``DESCRIBE HISTORY`` of the commits from version ``since`` on (bounded: ``LIMIT`` the number of
+        versions since then, never the whole log)."""
+        latest = self.latest_version(spark)
+        count = max(latest - since + 1, 1)
+        return spark.sql(f"DESCRIBE HISTORY {self.sql} LIMIT {count}").where(F.col("version") >= since)
 
     def latest_version(self, spark: SparkSession) -> int:
         return int(spark.sql(f"DESCRIBE HISTORY {self.sql} LIMIT 1").select("version").first()[0])
+
+    def commit_actions(self, spark: SparkSession, location: str, versions: list[int]) -> DataFrame:
+        """The actions of the commit files of ``versions`` in the log at ``location`` (a Delta table's
+        storage root, from ``DESCRIBE DETAIL``): one JSON line each, with its ``version``."""
+        paths = [f"{location.rstrip('/')}/_delta_log/{v:020d}.json" for v in versions]
+        return spark.read.text(paths).select(
+            F.regexp_extract(F.input_file_name(), r"(\d+)\.json$", 1).cast("long").alias("version"),
+            F.col("value"))
 
     def require_delta(self, spark: SparkSession, flag: str) -> dict:
         """DESCRIBE DETAIL of the Delta table, or one clear error naming ``flag``."""
