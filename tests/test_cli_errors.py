@@ -377,3 +377,38 @@ def test_report_in_a_missing_folder(capsys, tmp_path, valid_source):
     assert not (tmp_path / "edited_manifest").exists(), "the manifest was written before the run failed"
     line = assert_failed(code, err, "report")
     rows.record(f"exit {code}: {line}", "--report in a missing folder")
+
+
+# ---------------------------------------------------------------- deletion requests of the wrong kind
+
+@pytest.mark.parametrize("keys, schema, words", [
+    pytest.param([(" 10 ",), ("013",), ("+16",)], "id string", ("--requests", "type string", "type bigint"),
+                 id="string-keys-for-long-ids"),
+    pytest.param([(10.0,)], "id double", ("--requests", "type double", "type bigint"), id="double-keys-for-long-ids"),
+    pytest.param([(None,), (None,)], "id long", ("--requests", "no usable key", "2 row(s), 2 of them null"),
+                 id="only-null-keys"),
+    pytest.param([], "id long", ("--requests", "no usable key", "0 row(s)"), id="no-keys"),
+])
+@pytest.mark.reliability("bad input")
+def test_bad_request_keys(spark, capsys, tmp_path, valid_source, keys, schema, words):
+    """Request keys are never cast from another type (no trimming, no parsing of ' 42 ' or '017'), and a
+    requests table without a usable key stops the run."""
+    requests = str(tmp_path / "requests")
+    spark.createDataFrame(keys, schema).write.format("delta").save(requests)
+    output = tmp_path / "edited"
+    expect_error(capsys, tmp_path, [*cli_args(valid_source, output), "--requests", requests], output, *words)
+
+
+def test_null_request_keys_are_counted_and_integer_types_match(spark, capsys, tmp_path, valid_source):
+    """Int keys match long ids (the same values); null keys are left out, counted in the report."""
+    requests = str(tmp_path / "requests")
+    spark.createDataFrame([(10,), (None,), (13,)], "id int").write.format("delta").save(requests)
+    output, report = tmp_path / "edited", tmp_path / "report.json"
+    code, _, err = run(capsys, [*cli_args(valid_source, output), "--requests", requests, "--report", str(report)])
+    assert code == 0, err
+    assert "1 row(s) with a null 'id' were left out" in err
+    import json
+
+    assert json.loads(report.read_text())["requests_read"]["null_keys"] == 1
+    edited = {r["id"] for r in spark.read.format("delta").load(str(output)).select("id").collect()}
+    assert not {10, 13} & edited and len(edited) < 30

@@ -129,13 +129,17 @@ def _merge(spark: SparkSession, edit: LiveEdit, keys: DataFrame, size: KeySet, c
 
 
 def _version_of(spark: SparkSession, table: TableRef, exc: BaseException, since: int) -> int | None:
-    """The version of the commit a conflict names, found by its timestamp among the commits since ``since``."""
+    """The version of the commit a conflict names: Delta's, or the one after ``since`` whose commitInfo has
+    the named timestamp (read from those commits' log files)."""
     other = conflicting_commit(exc) or {}
     if other.get("version") is not None or other.get("timestamp") is None:
         return other.get("version")
     try:
-        stamp = F.lit(int(other["timestamp"]) / 1000).cast("timestamp")
-        row = table.history(spark, since).where(F.col("timestamp") == stamp).select("version").first()
+        location = table.require_delta(spark, "--source")["location"]
+        versions = list(range(since + 1, table.latest_version(spark) + 1))
+        row = table.commit_actions(spark, location, versions).where(
+            F.get_json_object("value", "$.commitInfo.timestamp").cast("long") == int(other["timestamp"])) \
+            .select("version").first()
     except Exception:  # noqa: BLE001 - the line is still right without the version
         return None
     return None if row is None else int(row["version"])
