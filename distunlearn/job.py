@@ -319,27 +319,29 @@ def _edit_in_place(spark: SparkSession, config: UnlearnConfig, run_id: str, ledg
         if not commits:
             withdraw_manifest(spark, manifest, run_id)
         else:
-            committed_manifest(spark, edit, commits, manifest, requests and requests.keys, hash_key)
+            committed_manifest(spark, edit, commits, manifest, requests and requests.keys, hash_key, since)
         raise
     with phase("manifest of the committed deletions") as detail:
-        committed_manifest(spark, edit, commits, manifest, requests and requests.keys, hash_key,
-                           plan.deleted_ids() if plan else None)
-        detail.update(version=manifest.latest_version(spark))
-    report = _committed_report(spark, report, edit, commits, manifest)
+        rewritten = committed_manifest(spark, edit, commits, manifest, requests and requests.keys, hash_key, since,
+                                       plan.deleted_ids() if plan else None)
+        detail.update(rewritten="yes" if rewritten else "no: the edit read the planned version")
+    report = _committed_report(spark, report, edit, commits, manifest, rewritten)
     if ledger:
         ledger.record(run_id, "committed", report)
     return report
 
 
 def _committed_report(spark: SparkSession, report: dict, edit: LiveEdit, commits: list[RunCommit],
-                      manifest: TableRef) -> dict:
+                      manifest: TableRef, rewritten: bool) -> dict:
     """The report of a committed in-place edit: the planned version (the KL contract's) beside the
     versions the commits read and made, the rows others added in between, what each reason deleted and
     the files the commits removed (``verify`` checks those are gone after a purge)."""
     table, planned, read = edit.table, report["source_version"], commits[0].read_version
     counts = {r["reason"]: int(r["count"]) for r in manifest.read(spark).where(F.col("run_id") == edit.run_id)
-              .groupBy("reason").count().collect()}
-    rows_then, rows_now = table.read(spark, version=planned).count(), table.read(spark, version=read).count()
+              .groupBy("reason").count().collect()} if rewritten else \
+        {"planned": report["deleted"], "request": report["deleted_requested"]}
+    rows_then, rows_now = (0, 0) if read == planned else (table.read(spark, version=planned).count(),
+                                                           table.read(spark, version=read).count())
     return {**report,
             "source_version_written": commits[0].version,
             "commits": [c.record() for c in commits],

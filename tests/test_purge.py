@@ -15,14 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pyspark.sql import functions as F
 
 import reliability
 from conftest import SMALL_DRIVER_FLAGS, domain_table
-from distunlearn import Unlearner
 from distunlearn.cli import main
-from distunlearn.config import UnlearnConfig
-from distunlearn.job import run_unlearn
 from distunlearn.synthetic import gaussian_domains
 from distunlearn.udfs.hashing import hmac_hex
 
@@ -147,7 +143,8 @@ def purge_args(source, run_id, requests=None):
 DOMAINS_FLAGS = ["--unwanted", DOMAINS["unwanted"], "--retained", DOMAINS["retained"]]
 
 
-KILL_POINTS = ("writing manifest", "committing the edit", "purge (REORG")     # in the order the job reaches them
+# in the order the job reaches them: the plan staged, the MERGE under way, committed but not yet listed, purging
+KILL_POINTS = ("writing manifest", "committing the edit", "manifest of the committed deletions", "purge (REORG")
 
 
 def run_with_crash_images(args, cwd: Path, images: Path) -> dict[str, Path]:
@@ -225,6 +222,8 @@ def test_killed_run_is_completed_by_a_rerun(spark, pristine, crash_states, marke
     ledger = spark.read.format("delta").load(str(folder / "distunlearn_ledger")).collect()
     assert [(r["run_id"], r["status"]) for r in ledger] == [("killed-1", "succeeded")]
     deleted = pristine["all_ids"] - pristine["expected"]
+    manifest = {r["id"] for r in spark.read.format("delta").load(f"{source}_manifest").collect()}
+    assert manifest == deleted                                    # exactly the committed deletions
     for parquet in source.rglob("*.parquet"):
         if "_delta_log" not in parquet.parts:
             assert not deleted & set(pq.read_table(parquet, columns=["id"]).column("id").to_pylist())

@@ -146,13 +146,18 @@ def _version_of(spark: SparkSession, table: TableRef, exc: BaseException, since:
 
 
 def committed_manifest(spark: SparkSession, edit: LiveEdit, commits: list[RunCommit], manifest: TableRef,
-                       requests: DataFrame | None, hash_key: bytes | None,
-                       planned_ids: DataFrame | None = None) -> None:
+                       requests: DataFrame | None, hash_key: bytes | None, planned_version: int,
+                       planned_ids: DataFrame | None = None) -> bool:
     """Replace the run's staged manifest rows by the rows its commits deleted, in one commit: each MERGE
     deleted, of the version it read, the rows it matched (staged ids; requested keys). Staged rows that
     were gone before the MERGE read the table drop out; rows of a requested key appended since the plan
     come in with reason ``request``. ``planned_ids`` (raw ids, when the run still has them) only narrows
-    what is hashed; without it (a rerun after a crash) the staged rows alone decide."""
+    what is hashed; without it (a rerun after a crash) the staged rows alone decide.
+
+    When the first MERGE read the planned version and a MERGE by request key deleted nothing, the staged
+    rows are what committed and nothing is written. Returns whether the manifest was rewritten."""
+    if commits[0].read_version == planned_version and all(c.rows_deleted == 0 for c in commits[1:]):
+        return False
     staged = freeze(manifest.read(spark).where(F.col("run_id") == edit.run_id))
     deleted = None
     for c in commits:
@@ -173,7 +178,7 @@ def committed_manifest(spark: SparkSession, edit: LiveEdit, commits: list[RunCom
         F.lit(edit.run_id).alias("run_id"), "id", F.coalesce("reason", F.lit("request")).alias("reason"),
         "rule", "score", "rank")
     replace_run_rows(manifest, result.select(*(staged.schema.fieldNames())), edit.run_id)
-    del staged
+    return True
 
 
 def _requested(rows: DataFrame, requests: DataFrame) -> DataFrame:
