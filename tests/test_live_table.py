@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,14 @@ def check_outcome(spark, source, run_id, before: set, appended: set, requested: 
     return deleted
 
 
+def once_a_job_runs(spark, act, timeout: float = 60) -> None:
+    """Call ``act`` as soon as a Spark job runs: the MERGE has read its snapshot and not yet committed."""
+    tracker, deadline = spark.sparkContext.statusTracker(), time.monotonic() + timeout
+    while not tracker.getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    act()
+
+
 STEPS = ("before the MERGE", "during the MERGE", "right after the MERGE", "compaction during the MERGE")
 
 
@@ -102,7 +111,7 @@ def test_a_commit_timed_into_each_step_of_the_edit(spark, tmp_path, monkeypatch,
             writer.append("appended-0", late)
         elif step.endswith("during the MERGE") and not timers:
             act = writer.optimize if step.startswith("compaction") else (lambda: writer.append("appended-0", late))
-            timers.append(threading.Timer(0.2, act))
+            timers.append(threading.Thread(target=once_a_job_runs, args=(spark, act)))
             timers[0].start()
         merge(*args, **kwargs)
         if step == "right after the MERGE" and not writer.versions:

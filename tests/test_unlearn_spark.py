@@ -274,6 +274,9 @@ def _plans_since(spark, execution_id: int) -> dict[int, str]:
     return plans
 
 
+KEY_COLUMNS = ("__deleted_id", "__deleted_key", "__request_key")   # the anti-join's, the MERGE's, the requests'
+
+
 def test_key_sets_are_broadcast_only_under_the_limit(spark, generated, tmp_path):
     """The deleted ids and the request keys, measured before their joins, are broadcast under
     ``broadcast_limit_mb`` (so neither the anti-join, the MERGE nor the requests join shuffles the table)
@@ -294,12 +297,12 @@ def test_key_sets_are_broadcast_only_under_the_limit(spark, generated, tmp_path)
                                                          "broadcast_limit_mb": limit, **extra}))
             assert report["deleted"] > 0 and report["deleted_requested"] == 1
         plans = _plans_since(spark, start)
-        key_joins = [p for p in plans.values() if "__deleted_id" in p or "__request_key" in p]
+        key_joins = [p for p in plans.values() if any(k in p for k in KEY_COLUMNS)]
         broadcast = [p for p in plans.values() if "Broadcast" in p]
         if limit:
             assert sum("BroadcastHashJoin" in p for p in key_joins) >= 3
             assert not any("SortMergeJoin" in p for p in key_joins)
-            assert all("__deleted_id" in p or "__request_key" in p for p in broadcast)
+            assert all(any(k in p for k in KEY_COLUMNS) for p in broadcast)
         else:
             assert key_joins and any("SortMergeJoin" in p for p in key_joins) and not broadcast
         deleted[limit] = sorted(r["id"] for r in spark.read.format("delta").load(copy).select("id").collect())
