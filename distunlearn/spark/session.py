@@ -11,6 +11,7 @@ import tempfile
 from contextlib import contextmanager
 
 from distunlearn.spark.stack import installed_stack, require_pyspark
+from distunlearn.spark.stack import object_store_packages as stack_object_store_packages
 
 require_pyspark()
 from pyspark.sql import SparkSession  # noqa: E402
@@ -45,6 +46,7 @@ LOCAL_CONF = {
 
 REMOTE_ENV = "SPARK_REMOTE"
 
+
 def object_store_packages(*locations: str | None) -> list[str]:
     """The Maven packages of the object-store schemes among ``locations`` (paths, URIs or names), for the
     Hadoop of the installed Spark (``distunlearn.spark.stack``). A local session gets the package of every
@@ -52,7 +54,7 @@ def object_store_packages(*locations: str | None) -> list[str]:
     schemes = {loc.split("://", 1)[0].lower() for loc in locations if isinstance(loc, str) and "://" in loc}
     if not schemes:
         return []
-    by_scheme = installed_stack().object_store_packages
+    by_scheme = stack_object_store_packages()
     return sorted({by_scheme[s] for s in schemes if s in by_scheme})
 
 

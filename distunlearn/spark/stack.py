@@ -148,6 +148,27 @@ def shipped_hadoop(home: Path | None = None) -> str | None:
     return None
 
 
+def installed_hadoop() -> str:
+    """The Hadoop of the Spark a local session starts: its ``hadoop-client-api`` jar, else the table's entry
+    for the installed pyspark's line (delta-spark is not needed: a cluster's driver may have only Delta's jars)."""
+    shipped = shipped_hadoop()
+    if shipped:
+        return shipped
+    version = require_pyspark().__version__
+    for line in SPARK_LINES:
+        if spark_line(version) == line.spark:
+            return line.hadoop
+    raise DistunlearnError(f"no Hadoop jar in {spark_home() / 'jars'} and pyspark {version} is on no supported "
+                           f"Spark line; supported: {supported_text()}")
+
+
+def object_store_packages() -> dict[str, str]:
+    """Hadoop's file system of each object-store scheme, for the Hadoop of the installed Spark."""
+    azure = f"org.apache.hadoop:hadoop-azure:{installed_hadoop()}"
+    return {"s3a": f"org.apache.hadoop:hadoop-aws:{installed_hadoop()}", "abfs": azure, "abfss": azure,
+            "gs": GCS_CONNECTOR}
+
+
 def installed_stack() -> Stack:
     """The installed pyspark and delta-spark, checked against ``SPARK_LINES``, with the jars they need."""
     pyspark = require_pyspark()
