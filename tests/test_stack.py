@@ -15,7 +15,7 @@ import pytest
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.purge import purge
 from distunlearn.spark.stack import (SPARK_LINES, TESTED, find_line, installed_stack, main as stack_main,
-                                     shipped_hadoop, stack_for)
+                                     shipped_hadoop, stack_for, version_tuple)
 from distunlearn.spark.table import TableRef
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,3 +145,19 @@ def test_install_beside_an_installed_spark_keeps_it_and_runs_on_it(tmp_path):
         assert missing.returncode == 1 and missing.stdout == ""
         assert missing.stderr.startswith("distunlearn: error: no pyspark is importable")
         assert missing.stderr.count("\n") == 1 and "distunlearn[local]" in missing.stderr
+
+
+def test_readme_table_and_the_local_extra_mirror_the_table_in_code():
+    import tomllib
+
+    rows = [line.split("|")[1:-1] for line in (REPO / "README.md").read_text().splitlines()
+            if line.startswith("| 4.")]
+    assert [(r[0].strip(), r[2].strip(), tuple(v.strip() for v in r[3].split(","))) for r in rows] == \
+        [(line.spark, line.hadoop, line.delta) for line in SPARK_LINES]
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pyspark_versions, delta_versions = zip(*TESTED, BESIDE)
+    low, high = (lambda v: min(v, key=version_tuple)), (lambda v: max(v, key=version_tuple))
+    assert extras["local"] == [f"pyspark>={low(pyspark_versions)},<={high(pyspark_versions)}",
+                               f"delta-spark>={low(delta_versions)},<={high(delta_versions)}"]
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [d for d in dependencies + extras["connect"] if d.startswith(("pyspark", "delta-spark"))]
