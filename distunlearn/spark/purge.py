@@ -75,8 +75,8 @@ def purge(spark: SparkSession, table: TableRef, retention_hours: float, run_id: 
         session.sql(f"VACUUM {table.sql} RETAIN {float(retention_hours)} HOURS").collect()
     result["vacuum"] = _metrics(spark, table, "VACUUM END", after_version)
     result.update(_vacuum_retention(spark, table, after_version))
-    # Delta takes RETAIN in whole hours, rounded half up
-    if result["retention_applied_hours"] is not None and result["retention_applied_hours"] != math.floor(retention_hours + 0.5):
+    applied = result["retention_applied_hours"]
+    if applied is not None and applied != math.floor(retention_hours + 0.5):   # RETAIN takes whole hours, half up
         log.warning("VACUUM of %s retained %g hours (%s), not the %g asked for", table.text,
                     result["retention_applied_hours"], result["retention_applied_from"], retention_hours)
     result["safety_check_lowered"] = retention_hours < DELTA_SAFE_RETENTION_HOURS
