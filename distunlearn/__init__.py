@@ -9,6 +9,9 @@ __all__ = ["Plan", "Unlearner"]
 
 def __getattr__(name: str):
     if name in __all__:
+        from distunlearn.spark.stack import require_pyspark
+
+        require_pyspark()   # one line naming the extra rather than an ImportError deep in the API
         from distunlearn import api
 
         return getattr(api, name)

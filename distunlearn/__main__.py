@@ -1,6 +1,6 @@
 """``python -m distunlearn`` is the ``distunlearn`` command."""
 import sys
 
-from distunlearn.cli import main
+from distunlearn.console import main
 
 sys.exit(main())

@@ -266,13 +266,15 @@ def session(args: argparse.Namespace, conf: dict | None = None, config=None):
     from distunlearn.spark.session import get_session, object_store_packages
 
     tables = [getattr(config if config is not None else args, f, None) for f in TABLE_FIELDS]
+    remote = getattr(args, "remote", None) or os.environ.get("SPARK_REMOTE")
     checkpoint_dir = getattr(config, "checkpoint_dir", None)
-    if checkpoint_dir and not (getattr(args, "remote", None) or os.environ.get("SPARK_REMOTE")):
+    if checkpoint_dir and not remote:
         from distunlearn.spark.checkpoints import session_conf_for
 
         conf = {**session_conf_for(checkpoint_dir), **(conf or {})}   # startup settings of a local session
     return get_session(master=getattr(args, "master", None), conf=conf, remote=getattr(args, "remote", None),
-                       spark_log=getattr(args, "spark_log", None), packages=object_store_packages(*tables))
+                       spark_log=getattr(args, "spark_log", None),
+                       packages=[] if remote else object_store_packages(*tables))   # a Connect server has its own
 
 
 def _configure_logging(quiet: bool) -> None:

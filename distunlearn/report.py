@@ -114,11 +114,19 @@ def summary(report: dict) -> str:
         vacuum = report["purge"].get("vacuum", {})
         reorg = report["purge"].get("reorg")
         lines.append(f"  purge: {'REORG rewrote ' + str(reorg.get('numRemovedFiles', 0)) + ' file(s), ' if reorg else ''}"
-                     f"VACUUM (retain {report['purge']['retention_hours']:g} h) deleted "
+                     f"VACUUM (retain {_applied(report['purge'])}) deleted "
                      f"{vacuum.get('numDeletedFiles', 0)} file(s)")
     if report.get("repeated"):
         lines.append("  (this run id had already succeeded: nothing was done again)")
     return "\n".join(lines)
+
+
+def _applied(purge: dict) -> str:
+    """The retention a purge's VACUUM applied and where it came from (older reports: the one asked for)."""
+    hours = purge.get("retention_applied_hours")
+    if hours is None:
+        return f"{purge['retention_hours']:g} h"
+    return f"{hours:g} h from {purge['retention_applied_from']}"
 
 
 def _downstream_lines(down: dict) -> list[str]:

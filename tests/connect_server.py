@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from cluster import C1_ONLY, SPARK_SUBMIT, free_port, spark_env
+from distunlearn.spark.stack import installed_stack
 
-DELTA_PACKAGE = "io.delta:delta-spark_2.13:4.0.1"
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
@@ -54,7 +54,7 @@ class ConnectServer:
             **hive_conf(self.root),
         }
         args = [str(SPARK_SUBMIT), "--master", f"local[{self.cores}]", "--class", SERVER_CLASS,
-                "--packages", DELTA_PACKAGE,
+                "--packages", installed_stack().delta_package,
                 "--driver-java-options", f"-Dderby.system.home={self.root} {C1_ONLY}"]
         for key, value in conf.items():
             args += ["--conf", f"{key}={value}"]

@@ -21,6 +21,7 @@ from conftest import domain_table, write_delta
 from distunlearn.cli import main
 from distunlearn.config import UnlearnConfig
 from distunlearn.job import run_unlearn
+from distunlearn.spark.stack import installed_stack
 
 pytestmark = [pytest.mark.cluster, pytest.mark.reliability("cluster")]
 
@@ -72,6 +73,7 @@ def test_spark_submit_on_a_standalone_cluster_equals_local_mode(spark, cluster, 
     assert main(["bundle", "--out", bundle]) == 0
     output, report = tmp_path / "edited", tmp_path / "report.json"
     argv = [str(SPARK_SUBMIT), "--master", cluster.url, "--properties-file", str(REPO / "conf/spark-defaults.conf"),
+            "--packages", installed_stack().delta_package,
             "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
             "--conf", "spark.cores.max=2", "--conf", "spark.executor.cores=1", "--conf", "spark.executor.memory=768m",
             "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pyspark.sql import functions as F
 
 from conftest import domain_table
@@ -18,6 +19,8 @@ from distunlearn.spark.source import TASKS_PER_CORE, Source
 from distunlearn.synthetic import gaussian_domains
 
 REPO = Path(__file__).resolve().parents[1]
+# also on the second Spark/Delta stack (make test-alt)
+pytestmark = pytest.mark.stacks
 JVM_HANDLES = re.compile(r"\.rdd\b|_jdf|sparkContext|SparkContext|_jvm|py4j")
 
 

@@ -34,6 +34,9 @@ DOMAINS = dict(unwanted="topic = 'unwanted'", retained="topic = 'retained'")
 MODES = ("classic", "connect", "catalog")
 _names = itertools.count()
 
+# also on the second Spark/Delta stack (make test-alt)
+pytestmark = pytest.mark.stacks
+
 
 @dataclass
 class Mode:

@@ -20,6 +20,9 @@ from test_purge import DOMAINS, KEY, make_table
 
 BUCKET = "lake"
 
+# also on the second Spark/Delta stack (make test-alt)
+pytestmark = pytest.mark.stacks
+
 
 @pytest.fixture(scope="module")
 def s3(s3_server):

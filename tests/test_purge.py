@@ -59,6 +59,7 @@ DELETION_VECTORS = {"delta.enableDeletionVectors": "true"}
 CHANGE_DATA_FEED = {"delta.enableChangeDataFeed": "true"}
 
 
+@pytest.mark.stacks
 def test_in_place_purge_erases_physically(spark, tmp_path, monkeypatch, capsys):
     """A table with the change data feed and no deletion vectors: the MERGE rewrites files and writes
     ``_change_data``, VACUUM alone erases them. Tables with deletion vectors (purged by REORG first) are

@@ -10,7 +10,11 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
-from pyspark.sql import SparkSession
+from distunlearn.spark.stack import installed_stack, require_pyspark
+from distunlearn.spark.stack import object_store_packages as stack_object_store_packages
+
+require_pyspark()
+from pyspark.sql import SparkSession  # noqa: E402
 
 
 log = logging.getLogger("distunlearn")
@@ -42,20 +46,16 @@ LOCAL_CONF = {
 
 REMOTE_ENV = "SPARK_REMOTE"
 
-# Hadoop's file system for each object-store scheme, matching the pip pyspark's Hadoop 3.4.1 (Maven Central).
-# A local session gets the package of every scheme its tables use; clusters configure their own.
-OBJECT_STORE_PACKAGES = {
-    "s3a": "org.apache.hadoop:hadoop-aws:3.4.1",
-    "abfs": "org.apache.hadoop:hadoop-azure:3.4.1",
-    "abfss": "org.apache.hadoop:hadoop-azure:3.4.1",
-    "gs": "com.google.cloud.bigdataoss:gcs-connector:hadoop3-2.2.25",
-}
-
 
 def object_store_packages(*locations: str | None) -> list[str]:
-    """The Maven packages of the object-store schemes among ``locations`` (paths, URIs or names)."""
+    """The Maven packages of the object-store schemes among ``locations`` (paths, URIs or names), for the
+    Hadoop of the installed Spark (``distunlearn.spark.stack``). A local session gets the package of every
+    scheme its tables use; clusters configure their own."""
     schemes = {loc.split("://", 1)[0].lower() for loc in locations if isinstance(loc, str) and "://" in loc}
-    return sorted({OBJECT_STORE_PACKAGES[s] for s in schemes if s in OBJECT_STORE_PACKAGES})
+    if not schemes:
+        return []
+    by_scheme = stack_object_store_packages()
+    return sorted({by_scheme[s] for s in schemes if s in by_scheme})
 
 
 def get_session(app_name: str = "distunlearn", master: str | None = None, conf: dict | None = None,
@@ -89,11 +89,10 @@ def get_session(app_name: str = "distunlearn", master: str | None = None, conf: 
         for key, value in LOCAL_CONF.items():
             conf.setdefault(key, value)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import this very installation
-        if "spark.jars" not in conf:
-            from delta import configure_spark_with_delta_pip
-
+        if "spark.jars" not in conf:   # Delta's jar for the installed pyspark and delta-spark, from Maven Central
+            stack = installed_stack()
             extra = [p for p in conf.pop("spark.jars.packages", "").split(",") if p] + list(packages or [])
-            builder = configure_spark_with_delta_pip(builder, extra_packages=extra or None)
+            conf["spark.jars.packages"] = ",".join(dict.fromkeys([stack.delta_package, *extra]))
     conf.setdefault("spark.log.level", os.environ.get("DISTUNLEARN_SPARK_LOG_LEVEL", "WARN" if spark_log else "ERROR"))
     for key, value in conf.items():
         builder = builder.config(key, value)
