@@ -251,7 +251,8 @@ def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledge
                                    output, run_id, config.broadcast_limit_mb)
             detail.update(version=version)
     except BaseException:
-        withdraw_manifest(spark, config.manifest_table, run_id)
+        if committed_version(spark, output, run_id, CREATE_OPERATIONS) is None:
+            withdraw_manifest(spark, config.manifest_table, run_id)
         raise
     return _with_version(report, config, version)
 
@@ -315,11 +316,15 @@ def _edit_in_place(spark: SparkSession, config: UnlearnConfig, run_id: str, ledg
                              requests and requests.keys, requests and requests.size, since)
             detail.update(versions=", ".join(str(c.version) for c in commits))
     except BaseException:
-        commits = run_commits(spark, edit, since)
-        if not commits:
-            withdraw_manifest(spark, manifest, run_id)
-        else:
-            committed_manifest(spark, edit, commits, manifest, requests and requests.keys, hash_key, since)
+        try:   # the manifest then lists what committed: nothing, or the commits made before the failure
+            commits = run_commits(spark, edit, since)
+            if not commits:
+                withdraw_manifest(spark, manifest, run_id)
+            else:
+                committed_manifest(spark, edit, commits, manifest, requests and requests.keys, hash_key, since)
+        except Exception as cleanup:  # noqa: BLE001 - the first failure is the one to report; a rerun fixes this
+            log.warning("run %s: the manifest could not be brought in line after the failure (%s); rerun with "
+                        "--run-id %s", run_id, first_line(cleanup), run_id)
         raise
     with phase("manifest of the committed deletions") as detail:
         rewritten = committed_manifest(spark, edit, commits, manifest, requests and requests.keys, hash_key, since,
