@@ -119,9 +119,11 @@ def _merge(spark: SparkSession, edit: LiveEdit, keys: DataFrame, size: KeySet, c
                 raise DistunlearnError(f"{edit.table.text}: the MERGE failed: {root_cause(exc)}") from exc
             line = conflict_line(exc, _version_of(spark, edit.table, exc, started))
         if attempt == edit.max_retries:
+            done = "nothing of this run was committed" if step == 0 else \
+                "the run's MERGE of its planned rows committed, its MERGE by request key did not"
             raise ConflictError(f"{edit.table.text}: the MERGE conflicted with another writer {attempt + 1} "
-                                f"time(s), last {line}; nothing of this run was committed; rerun with --run-id "
-                                f"{edit.run_id} (and a larger --max-retries) once the writer pauses")
+                                f"time(s), last {line}; {done}; rerun with --run-id {edit.run_id} (and a larger "
+                                f"--max-retries) once the writer pauses")
         pause = min(MAX_PAUSE_SECONDS, 2.0 ** attempt) * (0.5 + random.random())
         log.warning("%s: %s; the MERGE committed nothing and starts again in %.1f s (retry %d of %d)",
                     edit.table.text, line, pause, attempt + 1, edit.max_retries)
