@@ -313,7 +313,7 @@ def _edit_in_place(spark: SparkSession, config: UnlearnConfig, run_id: str, ledg
     try:
         with phase("committing the edit") as detail:
             commits = commit(spark, edit, plan.deleted_ids() if plan else None, plan.deleted_keys() if plan else None,
-                             requests and requests.keys, requests and requests.size, since)
+                             requests and requests.keys, requests and requests.size, since, commits)
             detail.update(versions=", ".join(str(c.version) for c in commits))
     except BaseException:
         try:   # the manifest then lists what committed: nothing, or the commits made before the failure

@@ -90,10 +90,11 @@ def _metric(metrics: dict | None, name: str) -> int | None:
 
 
 def commit(spark: SparkSession, edit: LiveEdit, planned_ids: DataFrame, planned: KeySet,
-           requests: DataFrame | None, request_keys: KeySet | None, since: int) -> list[RunCommit]:
-    """Make the MERGE commits the run has not made yet (a rerun finds the earlier ones in the history)
-    and return all of them. ``planned_ids``: column ``id``; ``requests``: column ``__request_key``."""
-    done = run_commits(spark, edit, since)
+           requests: DataFrame | None, request_keys: KeySet | None, since: int,
+           done: list[RunCommit]) -> list[RunCommit]:
+    """Make the MERGE commits the run has not made yet (``done``: those a rerun found in the history, from
+    ``run_commits``) and return all of them. ``planned_ids``: column ``id``; ``requests``: column
+    ``__request_key``."""
     if not done:
         keys = planned_ids.select(F.col("id").alias("key"))
         size = planned
