@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 PY_ALT := $(VENV_ALT)/bin/python
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: setup setup-alt data demo test test-main test-alt test-cluster reliability results bundle spark-conf clean
+.PHONY: setup setup-alt data demo check test test-main test-alt test-cluster reliability results bundle spark-conf clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ demo: setup
 
 # The whole suite on the main stack, then the `stacks` subset on the other one.
 test: test-main test-alt
+
+# The edit loop's fast tier (no Spark session): the numpy core, the budget search, config and error parsing,
+# the key and ordering helpers and the property tests; under a minute on 2 cores. `make test` runs them too.
+CHECK_TESTS = core budget_search delta_errors erasure_config id_runs in_task_order keys moments_merge properties reliability
+check: setup
+	$(PY) -m pytest -q $(CHECK_TESTS:%=tests/test_%.py)
 
 test-main: setup data
 	$(PY) -m pytest -q

@@ -15,7 +15,7 @@ from distunlearn.embed import add_embed_parser, run_embed
 from distunlearn.errors import DistunlearnError, InfeasibleError
 
 EXIT_CODES = ("exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible, 3 the edit kept conflicting "
-              "with other writers (nothing of the run committed)")
+              "with other writers (nothing of the run committed), 4 erasure requests overdue (erasure-status)")
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,7 +90,9 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-key", help="source column matched against the same-named requests column (default --id-col)")
     p.add_argument("--purge", action="store_true", default=None,
                    help="after an in-place delete, erase physically: REORG ... APPLY (PURGE) and VACUUM")
-    p.add_argument("--retention-hours", type=float, help="VACUUM retention of --purge (default 168)")
+    p.add_argument("--retention-hours", type=float, help="VACUUM retention of --purge (default: the table's delta.deletedFileRetentionDuration, "
+                        "7 days unless set); less than the table's is safe only when no other process writes or "
+                        "reads older versions of the table")
     p.add_argument("--hash-ids", action="store_true", default=None,
                    help="manifest stores HMAC-SHA256(DISTUNLEARN_HASH_KEY, str(id)) instead of the raw id")
     p.add_argument("--ledger", help="Delta run ledger (default distunlearn_ledger beside the manifest)")
@@ -109,6 +111,29 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--downstream", action="store_true", default=None,
                    help="also retrain the downstream classifier at a grid of budgets per rule (needs --label-col)")
     p.add_argument("--downstream-grid", help="fractions of the unwanted rows deleted (default 0,0.1,0.25,0.5,0.75,0.9,1)")
+
+
+def add_erasure_parsers(sub) -> None:
+    """``erase`` and ``erasure-status``: both read the erasure config (requests, [tables.NAME], status)."""
+    erase = sub.add_parser("erase", help="erase the subjects of every erasure request from every table that holds "
+                                         "them; physical erasure follows each table's retention",
+                           epilog="exit codes: 0 done, 1 bad input or failure, 3 an edit kept conflicting with "
+                                  "other writers (rerun with the same --run-id)")
+    erase.add_argument("--config", required=True, help="TOML/JSON erasure config: requests, subject_col, "
+                                                       "[tables.NAME] with source and key (or via), status, ledger")
+    erase.add_argument("--run-id", help="run id recorded on every table's commits (default: a new UUID); a rerun "
+                                        "with the same id finishes a run that died, editing no table twice")
+    erase.add_argument("--max-retries", type=int, help="times each table's MERGE starts again after a conflict "
+                                                       "(default 5)")
+    add_session_arguments(erase)
+    status = sub.add_parser("erasure-status", help="each erasure request's status, checked against the tables now, "
+                                                   "and a certificate per request",
+                            epilog="exit codes: 0 no request overdue and every check passed, 1 a check failed or "
+                                   "bad input, 4 a request is overdue")
+    status.add_argument("--config", required=True, help="the erasure config of the runs (as erase)")
+    status.add_argument("--certificates", help="folder for a certificate per request, JSON and markdown "
+                                               "(default: the config's certificates; none if unset)")
+    add_session_arguments(status)
 
 
 def config_from_args(args: argparse.Namespace, cls=UnlearnConfig):
@@ -152,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--id-col", "--vector-col", "--unwanted", "--retained"):
         verify.add_argument(flag, help="default: as the run recorded it")
     add_session_arguments(verify)
+    add_erasure_parsers(sub)
     bundle = sub.add_parser("bundle", help="zip the package for spark-submit --py-files")
     bundle.add_argument("--out", default="dist/distunlearn.zip")
     return parser
@@ -170,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             _choose_spark_log(args)
         if args.command == "verify":
             return _verify(args)
+        if args.command in ("erase", "erasure-status"):
+            return _erasure(args)
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "embed":
@@ -227,6 +255,37 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erasure(args: argparse.Namespace) -> int:
+    from distunlearn.erasure.config import ErasureConfig
+
+    config = ErasureConfig.load(args.config, max_retries=getattr(args, "max_retries", None),
+                                certificates=getattr(args, "certificates", None))
+    spark = session(args, {**config.spark_conf, **spark_conf(args)}, config)
+    if args.command == "erase":
+        from distunlearn.erasure.run import run_erasure, summary
+
+        print(summary(run_erasure(spark, config, args.run_id)))
+        return 0
+    from distunlearn.erasure.certificate import erasure_status
+
+    status = erasure_status(spark, config, certificates=config.certificates)
+    counts = ", ".join(f"{n} {s}" for s, n in status.counts.items())
+    print(f"erasure requests at {status.at.isoformat(timespec='seconds')}: {sum(status.counts.values())} ({counts})")
+    for line in status.lines:
+        print(line)
+    if status.certificates:
+        print(f"{status.certificates} certificate(s) in {config.certificates}")
+    for failed in status.failed_checks:
+        print(f"FAIL {failed}")
+    if status.failed_checks:
+        print(f"distunlearn: error: {len(status.failed_checks)} erasure check(s) failed", file=sys.stderr)
+        return 1
+    if status.overdue:
+        print(f"distunlearn: error: {status.overdue} erasure request(s) overdue", file=sys.stderr)
+        return 4
+    return 0
+
+
 def _verify_tables(args: argparse.Namespace) -> dict:
     """The tables ``verify`` reads: flags first, then the run's ``--config`` (its edited table is the
     output, else the source), with that config's ``spark_conf`` under the flags' ``--spark-conf``."""
@@ -265,7 +324,8 @@ def session(args: argparse.Namespace, conf: dict | None = None, config=None):
     file system packages of the object stores its tables live on (``s3a://``, ``abfss://``, ``gs://``)."""
     from distunlearn.spark.session import get_session, object_store_packages
 
-    tables = [getattr(config if config is not None else args, f, None) for f in TABLE_FIELDS]
+    tables = getattr(config, "locations", None) or \
+        [getattr(config if config is not None else args, f, None) for f in TABLE_FIELDS]
     remote = getattr(args, "remote", None) or os.environ.get("SPARK_REMOTE")
     checkpoint_dir = getattr(config, "checkpoint_dir", None)
     if checkpoint_dir and not remote:

@@ -86,10 +86,7 @@ class SourceConfig:
         """Keys from ``path`` (TOML or JSON), then every override that is not None."""
         values = read_config_file(path) if path else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise DistunlearnError(f"unknown configuration key(s): {', '.join(unknown)}")
+        check_keys(values, cls, "unknown configuration key(s)")
         for required in ("source", "unwanted"):
             if not values.get(required):
                 raise DistunlearnError(f"--{required} is required (flag or config key {required!r})")
@@ -208,9 +205,9 @@ class UnlearnConfig(SourceConfig):
         return default_ledger(manifest) if manifest else None
 
     @property
-    def purge_retention_hours(self) -> float:
-        """``--retention-hours``, default Delta's own 168 hours (7 days)."""
-        return 168.0 if self.retention_hours is None else float(self.retention_hours)
+    def purge_retention_hours(self) -> float | None:
+        """``--retention-hours``; None (the default): the table's own ``delta.deletedFileRetentionDuration``."""
+        return None if self.retention_hours is None else float(self.retention_hours)
 
     @property
     def fingerprint(self) -> str:
@@ -227,10 +224,7 @@ class UnlearnConfig(SourceConfig):
 
     def hash_key(self) -> bytes:
         """The HMAC key of ``--hash-ids``, from the environment variable ``DISTUNLEARN_HASH_KEY``."""
-        key = os.environ.get(HASH_KEY_ENV, "")
-        if not key:
-            raise DistunlearnError(f"--hash-ids needs the HMAC key in the environment variable {HASH_KEY_ENV}")
-        return key.encode("utf-8")
+        return env_hash_key("--hash-ids needs")
 
 
 @dataclass(frozen=True)
@@ -258,6 +252,22 @@ class EvaluateConfig(SourceConfig):
             raise DistunlearnError("--downstream needs --label-col, the class label the classifier learns")
         if not grid or any(not (0 <= g <= 1) for g in grid):
             raise DistunlearnError("--downstream-grid takes fractions between 0 and 1, e.g. 0,0.25,0.5,1")
+
+
+def check_keys(values: dict, cls, error: str, exclude: tuple = ()) -> None:
+    """One error line, ``error`` then the keys of ``values`` that are not fields of the dataclass ``cls``."""
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)} - set(exclude))
+    if unknown:
+        raise DistunlearnError(f"{error}: {', '.join(unknown)}")
+
+
+def env_hash_key(needed_by: str) -> bytes:
+    """The HMAC key of hashed ids and subject keys, from the environment variable ``DISTUNLEARN_HASH_KEY``;
+    one error line starting with ``needed_by`` when it is not set."""
+    key = os.environ.get(HASH_KEY_ENV, "")
+    if not key:
+        raise DistunlearnError(f"{needed_by} the HMAC key in the environment variable {HASH_KEY_ENV}")
+    return key.encode("utf-8")
 
 
 def default_ledger(manifest: TableRef) -> TableRef:

@@ -114,18 +114,20 @@ def summary(report: dict) -> str:
         vacuum = report["purge"].get("vacuum", {})
         reorg = report["purge"].get("reorg")
         lines.append(f"  purge: {'REORG rewrote ' + str(reorg.get('numRemovedFiles', 0)) + ' file(s), ' if reorg else ''}"
-                     f"VACUUM (retain {_applied(report['purge'])}) deleted "
-                     f"{vacuum.get('numDeletedFiles', 0)} file(s)")
+                     f"VACUUM (retain {retention_applied(report['purge'])}) deleted "
+                     f"{vacuum.get('numDeletedFiles', 0)} file(s)"
+                     + (f"; the files that held the deleted rows may go from {report['purge']['erasable_from'][:19]} "
+                        "UTC, in the first purge after that" if report["purge"].get("erasable_from") else ""))
     if report.get("repeated"):
         lines.append("  (this run id had already succeeded: nothing was done again)")
     return "\n".join(lines)
 
 
-def _applied(purge: dict) -> str:
+def retention_applied(purge: dict) -> str:
     """The retention a purge's VACUUM applied and where it came from (older reports: the one asked for)."""
     hours = purge.get("retention_applied_hours")
     if hours is None:
-        return f"{purge['retention_hours']:g} h"
+        return "?" if purge.get("retention_hours") is None else f"{purge['retention_hours']:g} h"
     return f"{hours:g} h from {purge['retention_applied_from']}"
 
 

@@ -1,6 +1,7 @@
 """``distunlearn verify``: check a finished run against the table as it is now."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 import numpy as np
@@ -101,5 +102,13 @@ def _purged_files(spark: SparkSession, table: TableRef, report: dict) -> Check:
     except Exception as exc:  # noqa: BLE001 - a check that cannot look must not pass
         return Check("purged files gone", False, f"UNKNOWN: cannot list {table.text}: {first_line(exc)}")
     left = set(files) & stored
+    erasable = (report.get("purge") or {}).get("erasable_from")
+    if left and erasable and dt.datetime.now(dt.timezone.utc) < dt.datetime.fromisoformat(erasable):
+        return Check("purged files gone", True,
+                     f"not yet, as the table's retention asks: {len(left)} of {len(files)} files removed or written "
+                     f"by the run's commits stay on storage until {erasable[:19]} UTC; the first VACUUM after that "
+                     f"(a later purge or 'distunlearn erase') removes them")
     return Check("purged files gone", not left,
-                 f"{len(left)} of {len(files)} files removed or written by the run's commits are still on storage")
+                 f"{len(left)} of {len(files)} files removed or written by the run's commits are still on storage"
+                 + (f", past their retention (erasable from {erasable[:19]} UTC): run a purge" if left and erasable
+                    else ""))

@@ -53,12 +53,12 @@ class Ledger:
         values = dict(self.get(run_id) or {"started_at": now})
         values.update({"run_id": run_id, "status": status, "updated_at": now, "error": error})
         if report is not None:
-            values.update({
-                "source": report["source"], "source_version_read": report["source_version"],
-                "source_version_written": report.get("source_version_written"), "output": report["output"],
-                "output_version": report["output_version"], "rule": report["rule"],
-                "deleted_distributional": report["deleted"], "deleted_requested": report["deleted_requested"],
-                "report": json.dumps(report), **{k: report[k] for k in _DOUBLES}})
+            values.update({   # an erasure run's report has no source, rule or KLs of its own
+                "source": report.get("source"), "source_version_read": report.get("source_version"),
+                "source_version_written": report.get("source_version_written"), "output": report.get("output"),
+                "output_version": report.get("output_version"), "rule": report.get("rule"),
+                "deleted_distributional": report.get("deleted"), "deleted_requested": report.get("deleted_requested"),
+                "report": json.dumps(report), **{k: report.get(k) for k in _DOUBLES}})
         if model is not None:
             values["model"] = json.dumps(model)
         if config_hash is not None:

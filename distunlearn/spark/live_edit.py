@@ -66,10 +66,11 @@ class RunCommit:
     read_version: int
     step: int
     rows_deleted: int | None
+    committed_at: str | None = None   # the commit's timestamp (ISO, UTC)
 
     def record(self) -> dict:
         return {"version": self.version, "read_version": self.read_version, "step": self.step,
-                "rows_deleted": self.rows_deleted}
+                "rows_deleted": self.rows_deleted, "committed_at": self.committed_at}
 
 
 def run_commits(spark: SparkSession, edit: LiveEdit, since: int) -> list[RunCommit]:
@@ -77,11 +78,13 @@ def run_commits(spark: SparkSession, edit: LiveEdit, since: int) -> list[RunComm
     try:
         rows = edit.table.history(spark, since).where(
             (F.col("userMetadata") == commit_metadata(edit.run_id)) & (F.col("operation") == "MERGE")) \
-            .orderBy("version").select("version", "readVersion", "operationMetrics").collect()
+            .orderBy("version").select("version", "readVersion", "operationMetrics",
+                                       F.date_format(F.to_utc_timestamp("timestamp", F.current_timezone()),
+                                                     "yyyy-MM-dd'T'HH:mm:ss.SSS+00:00").alias("at")).collect()
     except Exception as exc:  # noqa: BLE001 - one line naming the table
         raise DistunlearnError(f"cannot read the history of {edit.table.text}: {root_cause(exc)}") from None
     return [RunCommit(int(r["version"]), int(r["readVersion"]), step,
-                      _metric(r["operationMetrics"], "numTargetRowsDeleted")) for step, r in enumerate(rows)]
+                      _metric(r["operationMetrics"], "numTargetRowsDeleted"), r["at"]) for step, r in enumerate(rows)]
 
 
 def _metric(metrics: dict | None, name: str) -> int | None:
@@ -93,13 +96,17 @@ def commit(spark: SparkSession, edit: LiveEdit, planned_ids: DataFrame, planned:
            requests: DataFrame | None, request_keys: KeySet | None, since: int,
            done: list[RunCommit]) -> list[RunCommit]:
     """Make the MERGE commits the run has not made yet (``done``: those a rerun found in the history, from
-    ``run_commits``) and return all of them. ``planned_ids``: column ``id``; ``requests``: column
-    ``__request_key``."""
+    ``run_commits``) and return all of them. ``planned_ids``: column ``id`` (None: requests by id only);
+    ``requests``: column ``__request_key``."""
     if not done:
-        keys = planned_ids.select(F.col("id").alias("key"))
-        size = planned
-        if edit.requests_by_id and requests is not None:
-            keys = keys.unionByName(requests.select(F.col("__request_key").alias("key"))).distinct()
+        by_key = requests.select(F.col("__request_key").alias("key")) \
+            if edit.requests_by_id and requests is not None else None
+        if planned_ids is None:
+            keys, size = by_key, request_keys
+        elif by_key is None:
+            keys, size = planned_ids.select(F.col("id").alias("key")), planned
+        else:
+            keys = planned_ids.select(F.col("id").alias("key")).unionByName(by_key).distinct()
             size = KeySet(planned.rows + request_keys.rows, max(planned.row_bytes, request_keys.row_bytes))
         _merge(spark, edit, keys, size, edit.id_col, step=0)
     if edit.merges == 2 and len(done) < 2:

@@ -1,8 +1,11 @@
 """Physical erasure after a delete: REORG ... APPLY (PURGE) where deletion vectors are on, then VACUUM."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
+import re
+import time
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -12,7 +15,7 @@ from distunlearn.spark.session import run_session
 from distunlearn.spark.table import TableRef
 
 log = logging.getLogger("distunlearn")
-DELTA_SAFE_RETENTION_HOURS = 168
+DELTA_DEFAULT_RETENTION_HOURS = 168
 # From Delta 4.1 VACUUM ignores ``RETAIN N HOURS`` unless N is 0 (the table's delta.deletedFileRetentionDuration
 # decides) while this internal setting is true, its default; set false for the VACUUM's own session only, the
 # retention asked for applies on every Delta line (earlier releases do not know the setting).
@@ -44,6 +47,27 @@ def _vacuum_retention(spark: SparkSession, table: TableRef, after_version: int, 
     return {"retention_applied_hours": None, "retention_applied_from": None}
 
 
+_INTERVAL_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(week|day|hour|minute|second|millisecond)s?", re.IGNORECASE)
+_UNIT_HOURS = {"week": 168.0, "day": 24.0, "hour": 1.0, "minute": 1 / 60, "second": 1 / 3600,
+               "millisecond": 1 / 3_600_000}
+
+
+def table_retention_hours(properties: dict) -> float:
+    """The table's ``delta.deletedFileRetentionDuration`` in hours (Delta's default: 7 days), e.g.
+    ``interval 30 days`` or ``interval 1 day 12 hours``."""
+    text = properties.get("delta.deletedFileRetentionDuration")
+    if not text:
+        return float(DELTA_DEFAULT_RETENTION_HOURS)
+    parts = _INTERVAL_PART.findall(str(text))
+    if not parts:
+        raise ValueError(f"cannot read delta.deletedFileRetentionDuration = {text!r}")
+    return sum(float(n) * _UNIT_HOURS[unit.lower()] for n, unit in parts)
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat()
+
+
 def id_in_log_statistics(properties: dict, columns: list[str], id_col: str) -> bool:
     """Whether Delta writes per-file min/max values of the id column into the transaction log."""
     listed = properties.get("delta.dataSkippingStatsColumns")
@@ -53,12 +77,16 @@ def id_in_log_statistics(properties: dict, columns: list[str], id_col: str) -> b
     return indexed < 0 or id_col in columns[:indexed]
 
 
-def purge(spark: SparkSession, table: TableRef, retention_hours: float, run_id: str, after_version: int,
+def purge(spark: SparkSession, table: TableRef, retention_hours: float | None, run_id: str, after_version: int,
           id_col: str) -> dict:
-    """Rewrite files holding soft-deleted rows, then delete every file the table no longer needs that
-    is older than ``retention_hours`` (data, deletion vectors, ``_change_data``). Returns what each did."""
+    """Rewrite files holding soft-deleted rows, then VACUUM: delete every file the table no longer needs
+    that left it longer ago than its own retention (``delta.deletedFileRetentionDuration``), or than
+    ``retention_hours`` when given (data, deletion vectors, ``_change_data``). A retention below the
+    table's lowers Delta's safety check for this VACUUM only: safe only when no other process writes or
+    reads older versions of the table. Returns what each did."""
     properties = table.require_delta(spark, "--in-place").get("properties") or {}
-    result = {"retention_hours": retention_hours,
+    table_hours = table_retention_hours(properties)
+    result = {"retention_hours": retention_hours, "table_retention_hours": table_hours,
               "id_in_log_statistics": id_in_log_statistics(properties, table.read(spark).columns, id_col)}
     if result["id_in_log_statistics"]:
         log.warning("%s collects data-skipping statistics on %r: _delta_log keeps each file's min/max id, which "
@@ -69,18 +97,25 @@ def purge(spark: SparkSession, table: TableRef, retention_hours: float, run_id: 
             session.sql(f"REORG TABLE {table.sql} APPLY (PURGE)").collect()
         result["reorg"] = _metrics(spark, table, "REORG", after_version, run_id)
     extra = {"spark.databricks.delta.vacuum.logging.enabled": "true", RETAIN_IGNORED_CONF: "false"}
-    if retention_hours < DELTA_SAFE_RETENTION_HOURS:
-        log.warning("lowering Delta's %d-hour retention safety check for this VACUUM only (retain %g hours): "
-                    "readers of older versions of %s may fail", DELTA_SAFE_RETENTION_HOURS, retention_hours,
-                    table.text)
+    lowered = retention_hours is not None and retention_hours < table_hours
+    if lowered:
+        log.warning("VACUUM of %s retains %g hours, less than the table's %g: Delta's retention safety check is "
+                    "lowered for this VACUUM only; files of other writers' transactions in flight and of recent "
+                    "versions that readers still use can go", table.text, retention_hours, table_hours)
         extra["spark.databricks.delta.retentionDurationCheck.enabled"] = "false"
+    retain = "" if retention_hours is None else f" RETAIN {float(retention_hours)} HOURS"
+    # every file the run's commits removed left the table by now: it may go once the retention has passed
+    kept = table_hours if retention_hours is None else retention_hours
+    result["tombstoned_at"] = _iso(time.time())
+    result["erasable_from"] = _iso(time.time() + kept * 3600)
+    result["vacuum_started_at"] = _iso(time.time())
     with run_session(spark, commit_conf(run_id, **extra)) as session:
-        session.sql(f"VACUUM {table.sql} RETAIN {float(retention_hours)} HOURS").collect()
+        session.sql(f"VACUUM {table.sql}{retain}").collect()
     result["vacuum"] = _metrics(spark, table, "VACUUM END", after_version, run_id)
     result.update(_vacuum_retention(spark, table, after_version, run_id))
-    applied = result["retention_applied_hours"]
-    if applied is not None and applied != math.floor(retention_hours + 0.5):   # RETAIN takes whole hours, half up
+    applied, asked = result["retention_applied_hours"], table_hours if retention_hours is None else retention_hours
+    if applied is not None and applied != math.floor(asked + 0.5) and applied != asked:   # RETAIN: whole hours
         log.warning("VACUUM of %s retained %g hours (%s), not the %g asked for", table.text,
-                    result["retention_applied_hours"], result["retention_applied_from"], retention_hours)
-    result["safety_check_lowered"] = retention_hours < DELTA_SAFE_RETENTION_HOURS
+                    result["retention_applied_hours"], result["retention_applied_from"], asked)
+    result["safety_check_lowered"] = lowered
     return result
