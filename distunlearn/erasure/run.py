@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from distunlearn.erasure.config import ErasedTable, ErasureConfig
 from distunlearn.erasure.status import TableOutcome, update_status
-from distunlearn.erasure.subjects import present_subjects, read_subjects, subject_keys
+from distunlearn.erasure.subjects import check_tables, present_subjects, read_subjects, subject_keys
 from distunlearn.progress import phase
 from distunlearn.report import retention_applied
 from distunlearn.spark.checkpoints import freeze
@@ -47,8 +47,7 @@ def run_erasure(spark: SparkSession, config: ErasureConfig, run_id: str | None =
         report = {"kind": "erasure", "run_id": run_id, "requests": requests.text,
                   "requests_version": requests.latest_version(spark),
                   "started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "tables": {}}
-        for t in config.tables:
-            t.table.require_delta(spark, f"tables.{t.name}")
+        check_tables(spark, config, report["requests_version"])
         ledger.record(run_id, "planned", report)
     else:
         log.info("run %s: resuming (tables done: %s)", run_id,
@@ -89,18 +88,20 @@ def _erase(spark: SparkSession, config: ErasureConfig, t: ErasedTable, subjects,
     keys = freeze(subject_keys(spark, config, t, subjects))
     edit = LiveEdit(t.table, state["edit_run_id"], t.key, t.key, config.max_retries, config.broadcast_limit_mb)
     if state.get("done"):
-        deleted = _deleted_subjects(spark, t, keys, state["commits"])
+        deleted = _deleted_subjects(spark, t, keys, state["commits"], None)
     else:
-        commits = run_commits(spark, edit, state["version_before"]) if not t.unlearn else []
+        commits = run_commits(spark, edit, state["version_before"])
+        held = None if commits else freeze(present_subjects(t.table.read(spark), t, keys))
         if commits:
             log.info("table %s: the run's edit committed as version %d earlier", t.name, commits[0].version)
-        elif t.unlearn:   # an unlearn run finishes itself after a crash
+        holds = not commits and held.count() > 0
+        if t.unlearn and (commits or holds):   # an unlearn run also finishes itself after a crash
             commits = _unlearn(spark, config, t, keys, edit, state)
-        elif present_subjects(t.table.read(spark), t, keys).limit(1).count():
+        elif holds:
             requests = read_requests(spark, keys.select(F.col("key").alias(t.key)), t.key, config.broadcast_limit_mb)
             commits = commit(spark, edit, None, None, requests.keys, requests.size, state["version_before"], [])
         state["commits"] = [c.record() for c in commits]
-        deleted = _deleted_subjects(spark, t, keys, state["commits"])   # before the purge removes what it read
+        deleted = _deleted_subjects(spark, t, keys, state["commits"], held)
         state["removed_files"] = removed_files(spark, t.table, [c.version for c in commits])
         state["purge"] = purge(spark, t.table, t.retention_hours, edit.run_id, state["version_before"], t.key)
         reorg = state["purge"].get("reorg", {}).get("version")
@@ -113,11 +114,14 @@ def _erase(spark: SparkSession, config: ErasureConfig, t: ErasedTable, subjects,
     return TableOutcome(t, state, version, present, present.count(), deleted)
 
 
-def _deleted_subjects(spark: SparkSession, t: ErasedTable, keys, commits: list[dict]):
-    """(subject): the subjects whose rows the run's commits deleted (held by the version the first commit
-    read); no commit: none. None when that version can no longer be read (a rerun after the purge)."""
+def _deleted_subjects(spark: SparkSession, t: ErasedTable, keys, commits: list[dict], held):
+    """(subject): the subjects whose rows the run's commits may have deleted: those ``held`` before the edit,
+    or (after a crash) those the version the first commit read held; no commit: none. None when that version
+    can no longer be read (a rerun after the purge)."""
     if not commits:
         return keys.select("subject").limit(0)
+    if held is not None:
+        return held
     try:
         return freeze(present_subjects(t.table.read(spark, version=commits[0]["read_version"]), t, keys))
     except Exception as exc:  # noqa: BLE001 - the status then dates every absent subject from this run
@@ -128,7 +132,8 @@ def _deleted_subjects(spark: SparkSession, t: ErasedTable, keys, commits: list[d
 
 def _unlearn(spark: SparkSession, config: ErasureConfig, t: ErasedTable, keys, edit: LiveEdit, state: dict):
     """The table's distributional part: an in-place ``unlearn`` run (no purge of its own) with the subjects'
-    keys as its requests; its MERGE commits carry the run id ``<run id>.<table>``."""
+    keys as its requests, made only when the table holds a requested subject's rows; its MERGE commits carry
+    the run id ``<run id>.<table>``."""
     from distunlearn.job import run_unlearn
 
     requests = keys.select(F.col("key").alias(t.key)) if keys.limit(1).count() else None   # none left: no requests

@@ -38,6 +38,28 @@ def read_subjects(spark: SparkSession, config: ErasureConfig, hash_key: bytes, v
     return freeze(hashed.mapInArrow(id_hasher(hash_key, "subject"), schema))
 
 
+def check_tables(spark: SparkSession, config: ErasureConfig, requests_version: int) -> None:
+    """Before any edit: every table is a Delta table with its key column (and the ``via`` table with the
+    columns the join takes), and keys directly matched have the subject column's type."""
+    subject = config.requests_table.read(spark, version=requests_version)
+    if config.subject_col not in subject.columns:
+        raise DistunlearnError(f"requests {config.requests_table.text} has no column {config.subject_col!r} "
+                               f"(subject_col; columns: {', '.join(subject.columns)})")
+    subject_type = subject.schema[config.subject_col].dataType
+    for t in config.tables:
+        t.table.require_delta(spark, f"tables.{t.name}")
+        columns = t.table.read(spark).schema
+        needed = [(t, t.key)] + ([(config.table(t.via), config.table(t.via).key), (config.table(t.via), t.via_column)]
+                                 if t.via else [])
+        for owner, name in needed:
+            names = (columns if owner is t else owner.table.read(spark).schema).fieldNames()
+            if name not in names:
+                raise DistunlearnError(f"tables.{owner.name} {owner.table.text} has no column {name!r} "
+                                       f"(columns: {', '.join(names)})")
+        if t.via is None:
+            check_key_types(columns[t.key].dataType, subject_type, t.key)
+
+
 def subject_keys(spark: SparkSession, config: ErasureConfig, table: ErasedTable, subjects: DataFrame) -> DataFrame:
     """(subject, key): the values of ``table.key`` that hold each subject's rows, read now; through the
     ``via`` table's rows of the subject for a table keyed through another."""
