@@ -20,7 +20,7 @@ import time
 
 from common import REPO, log  # noqa: F401 - puts the repository on sys.path
 
-SHAPES = ((100_000, 64), (1_000_000, 64), (4_000_000, 64), (1_000_000, 384))
+SHAPES = ((100_000, 64), (1_000_000, 64), (4_000_000, 64), (250_000, 384))
 FITS = 2
 ITERATIONS = 10
 UNWANTED_EVERY = 10   # ids divisible by this are unwanted (label 1)
