@@ -143,3 +143,6 @@ def test_random_forest_budget_equals_the_one_searched_on_filtered_fits(spark, ov
                  "--label-col", "label", "--classifier", "RandomForestClassifier", "--reg-param", "0.1",
                  "--dry-run", "--quiet"]) == 1
     assert "--reg-param does not apply to RandomForestClassifier" in capsys.readouterr().err
+    assert main(["unlearn", "--source", path, "--unwanted", "label = 1", "--rule", "retrain_margin", "--dry-run",
+                 "--quiet"]) == 1
+    assert "needs --objective downstream" in capsys.readouterr().err
