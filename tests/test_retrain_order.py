@@ -146,3 +146,21 @@ def test_random_forest_budget_equals_the_one_searched_on_filtered_fits(spark, ov
     assert main(["unlearn", "--source", path, "--unwanted", "label = 1", "--rule", "retrain_margin", "--dry-run",
                  "--quiet"]) == 1
     assert "needs --objective downstream" in capsys.readouterr().err
+
+
+def test_retrain_order_in_several_chunks_equals_the_one_chunk_order(spark, overlapping):
+    from distunlearn.pipeline import fit, score
+    from distunlearn.spark.retrain_order import rule_order
+
+    path, _ = overlapping
+    cfg = config(path, rule="retrain_margin")
+    labelled = read_labelled(spark, path, "delta", Domains.of(cfg), label_col="label").rows
+    fitted = fit(labelled, Domains.of(cfg), cfg.ridge)
+    downstream = Downstream(labelled, cfg.test_fraction, cfg.seed, cfg.downstream_classifier, 1)
+    orders = []
+    for chunks in (1, 3):
+        ordering, cost = rule_order(score(fitted, (), cfg.seed, chunks), "retrain_margin", fitted, downstream, 3)
+        assert ordering.chunks == chunks and cost["fits"] == 3
+        orders.append([r["id"] for r in sorted(ordering.deleted(fitted.model.n1).collect(), key=lambda r: r["rank"])])
+    downstream.release()
+    assert orders[0] == orders[1] and len(orders[0]) == fitted.model.n1
