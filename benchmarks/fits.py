@@ -65,7 +65,7 @@ def main() -> None:
     from pyspark.sql.window import Window
 
     from distunlearn.spark.downstream import FITS_AT_ONCE, Classifier, Downstream, fit_partitions, split_by_id
-    from distunlearn.spark.session import cores, get_session
+    from distunlearn.spark.session import get_session
 
     spark = get_session("distunlearn-bench-fits", master="local[2]")
     classifier = Classifier("LogisticRegression", {"maxIter": 100, "regParam": 1e-4})
@@ -84,7 +84,7 @@ def main() -> None:
         base_seconds, base_forget = baseline(train, test, ranks, budgets, classifier)
         train.unpersist(), test.unpersist()
         log(f"{name}: the job's fits")
-        downstream = Downstream(labelled, 0.2, 0, classifier, fit_partitions(rows, dims, cores(spark)))
+        downstream = Downstream(labelled, 0.2, 0, classifier, fit_partitions(rows, dims))
         ranked = downstream.with_ranks(ranks)
         start = time.perf_counter()
         fits = downstream.fit(ranked, budgets)

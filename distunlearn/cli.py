@@ -44,8 +44,11 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
                                                        "metrics (default 0.2)")
     p.add_argument("--classifier", help="downstream pyspark.ml classifier, by class name or dotted path (default "
                                         "LogisticRegression); its params: config key classifier_params")
-    p.add_argument("--max-iter", type=int, help="logistic regression iterations (default 100)")
-    p.add_argument("--reg-param", type=float, help="logistic regression L2 strength (default 1e-4)")
+    p.add_argument("--max-iter", type=int, help="classifier's maxIter (logistic regression default 100; an error "
+                                                "for a classifier without it)")
+    p.add_argument("--reg-param", type=float, help="classifier's regParam (logistic regression L2 strength, default "
+                                                   "1e-4; an error for a classifier without it)")
+    p.add_argument("--rounds", type=int, help="rounds of refitting of the retrain_margin rule (default 10)")
     add_session_arguments(p)
 
 

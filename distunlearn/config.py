@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distunlearn.core.gaussian import COVARIANCES
-from distunlearn.core.rules import RULES
+from distunlearn.core.rules import DOWNSTREAM_RULES, RULES
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB
 from distunlearn.spark.table import TableRef
 
-RULE_CHOICES = (*RULES, "auto")
+RULE_CHOICES = (*RULES, *DOWNSTREAM_RULES, "auto")
 OBJECTIVES = ("kl", "downstream")
 HASH_KEY_ENV = "DISTUNLEARN_HASH_KEY"
+#: ``max_iter`` and ``reg_param`` of the default logistic regression when not given.
+LR_DEFAULTS = {"max_iter": 100, "reg_param": 1e-4}
 LEDGER_NAME = "distunlearn_ledger"
 
 
@@ -46,8 +48,9 @@ class SourceConfig:
     test_fraction: float = 0.2
     classifier: str = "LogisticRegression"
     classifier_params: dict = field(default_factory=dict)
-    max_iter: int = 100
-    reg_param: float = 1e-4
+    max_iter: int | None = None
+    reg_param: float | None = None
+    rounds: int = 10
 
     @property
     def source_table(self) -> TableRef | None:
@@ -67,19 +70,29 @@ class SourceConfig:
             raise DistunlearnError("--order-chunks must be >= 1")
         if not (isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1):
             raise DistunlearnError(f"--test-fraction must be between 0 and 1, got {self.test_fraction}")
-        if self.max_iter < 1 or not (math.isfinite(self.reg_param) and self.reg_param >= 0):
+        if (self.max_iter is not None and self.max_iter < 1) or \
+                (self.reg_param is not None and not (math.isfinite(self.reg_param) and self.reg_param >= 0)):
             raise DistunlearnError("--max-iter must be >= 1 and --reg-param a finite number >= 0")
+        if not (isinstance(self.rounds, int) and 1 <= self.rounds <= 1000):
+            raise DistunlearnError(f"--rounds must be an integer from 1 to 1000, got {self.rounds}")
         if not isinstance(self.classifier_params, dict):
             raise DistunlearnError("classifier_params must be a table of the classifier's params, e.g. {maxDepth = 5}")
 
     @property
     def downstream_classifier(self) -> "Classifier":
-        """The downstream classifier; ``max_iter`` and ``reg_param`` are the default logistic regression's."""
+        """The downstream classifier: ``max_iter`` and ``reg_param`` (defaults ``LR_DEFAULTS`` for the logistic
+        regression) set its ``maxIter`` and ``regParam``; given for a classifier without them, an error."""
         from distunlearn.spark.downstream import Classifier
 
-        lr = {"maxIter": self.max_iter, "regParam": self.reg_param} \
-            if self.classifier.rpartition(".")[2] == "LogisticRegression" else {}
-        return Classifier(self.classifier, {**lr, **self.classifier_params})
+        lr = self.classifier.rpartition(".")[2] == "LogisticRegression"
+        params = {}
+        for key, param in (("max_iter", "maxIter"), ("reg_param", "regParam")):
+            value = getattr(self, key)
+            if value is not None and not Classifier(self.classifier).estimator().hasParam(param):
+                raise DistunlearnError(f"--{key.replace('_', '-')} does not apply to {self.classifier} (no {param})")
+            if value is not None or lr:
+                params[param] = LR_DEFAULTS[key] if value is None else value
+        return Classifier(self.classifier, {**params, **self.classifier_params})
 
     @classmethod
     def load(cls, path: str | None = None, **overrides):
@@ -149,6 +162,8 @@ class UnlearnConfig(SourceConfig):
             raise DistunlearnError(f"--retention-hours must be a finite number >= 0, got {self.retention_hours}")
         if self.objective not in OBJECTIVES:
             raise DistunlearnError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective != "downstream" and self.rule in DOWNSTREAM_RULES:
+            raise DistunlearnError(f"--rule {self.rule} retrains a classifier: it needs --objective downstream")
         if self.objective == "downstream":
             if not self.label_col:
                 raise DistunlearnError("--objective downstream needs --label-col, the class label the classifier learns")
@@ -178,7 +193,10 @@ class UnlearnConfig(SourceConfig):
 
     @property
     def rules(self) -> tuple[str, ...]:
-        return RULES if self.rule == "auto" else (self.rule,)
+        """The rules evaluated: one, or ``auto``'s (with ``DOWNSTREAM_RULES`` under the downstream objective)."""
+        if self.rule != "auto":
+            return (self.rule,)
+        return RULES + DOWNSTREAM_RULES if self.objective == "downstream" else RULES
 
     @property
     def output_table(self) -> TableRef | None:
@@ -219,7 +237,10 @@ class UnlearnConfig(SourceConfig):
         if self.objective != "kl":
             keys += ("objective", "downstream_target", "retained_tolerance", "budget_steps", "label_col",
                      "test_fraction", "classifier", "classifier_params", "max_iter", "reg_param")
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=lambda v: f"<{type(v).__name__}>")
+            keys += ("rounds",) if set(self.rules) & set(DOWNSTREAM_RULES) else ()
+        values = {k: getattr(self, k) for k in keys}
+        values.update({k: d for k, d in LR_DEFAULTS.items() if k in values and values[k] is None})  # as before
+        blob = json.dumps(values, sort_keys=True, default=lambda v: f"<{type(v).__name__}>")
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def hash_key(self) -> bytes:
@@ -244,8 +265,10 @@ class EvaluateConfig(SourceConfig):
         grid = tuple(sorted(float(g) for g in (grid.split(",") if isinstance(grid, str) else grid)))
         object.__setattr__(self, "rules", rules)
         object.__setattr__(self, "downstream_grid", grid)
-        if not rules or any(r not in RULES for r in rules):
-            raise DistunlearnError(f"--rules takes a comma list of {', '.join(RULES)}, got {','.join(rules)!r}")
+        known = RULES + DOWNSTREAM_RULES if self.downstream else RULES
+        if not rules or any(r not in known for r in rules):
+            raise DistunlearnError(f"--rules takes a comma list of {', '.join(known)}, got {','.join(rules)!r}"
+                                   + ("" if self.downstream else f" ({', '.join(DOWNSTREAM_RULES)}: with --downstream)"))
         if not (isinstance(self.points, int) and self.points >= 2):
             raise DistunlearnError(f"--points must be an integer >= 2, got {self.points}")
         if self.downstream and not self.label_col:

@@ -14,11 +14,13 @@ from distunlearn.config import EvaluateConfig
 from distunlearn.core.curves import (Curve, RandomExpectation, budget_grid, empirical_frontier, halfway_fraction,
                                      halving_thresholds)
 from distunlearn.core.selection import Removed, alpha_max
+from distunlearn.core.rules import DOWNSTREAM_RULES
 from distunlearn.errors import DistunlearnError
-from distunlearn.pipeline import Domains, fit, order, read_labelled, score
+from distunlearn.pipeline import Domains, fit, read_labelled, score
 from distunlearn.progress import phase
 from distunlearn.spark.checkpoints import check_checkpoint_dir
 from distunlearn.spark.ordering import RuleOrdering
+from distunlearn.spark.retrain_order import rule_order
 
 log = logging.getLogger("distunlearn")
 
@@ -50,23 +52,25 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
     downstream = None
     if config.downstream:
         from distunlearn.spark.downstream import Downstream, fit_partitions
-        from distunlearn.spark.session import cores
 
         with phase("downstream: caching the training split") as detail:
             downstream = Downstream(labelled_rows, config.test_fraction, config.seed, config.downstream_classifier,
-                                    fit_partitions(model.n1 + model.n2, model.dim, cores(spark)))
+                                    fit_partitions(model.n1 + model.n2, model.dim))
             detail.update(partitions=downstream.partitions)
     grid = budget_grid(model.n1, config.points)
     halving = halving_thresholds(kl)
     ordered = tuple(r for r in config.rules if r != "random" or downstream is not None)
-    scored = score(fitted, ordered, config.seed, config.order_chunks)
+    scored = score(fitted, tuple(r for r in ordered if r not in DOWNSTREAM_RULES), config.seed, config.order_chunks)
 
     rules: dict[str, dict] = {}
     curves: dict[str, Curve] = {}
     runs: dict[str, list] = {}
+    costs: dict[str, dict] = {}
     for rule in config.rules:
         with phase(f"curve, {rule}") as detail:
-            ordering = order(scored, rule, fitted) if rule in ordered else None
+            ordering = None
+            if rule in ordered:
+                ordering, costs[rule] = rule_order(scored, rule, fitted, downstream, config.rounds)
             if rule == "random":
                 expectation = RandomExpectation.from_scatter(kl, model.whitener, stats.unwanted.m2)
                 curve, budget, method = expectation.curve(grid), expectation.first_reaching(halving.alpha), \
@@ -84,7 +88,7 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
                 detail.update(models=len(config.downstream_grid))
     report = _report(config, source, model, kl, halving.alpha, rules, curves)
     if downstream is not None:
-        report["downstream"] = _downstream_report(config, downstream, runs, model.n1)
+        report["downstream"] = _downstream_report(config, downstream, runs, costs, model.n1)
         downstream.release()
     if config.report:
         report["report_path"] = config.report
@@ -106,7 +110,8 @@ def _downstream_runs(downstream, ordering: RuleOrdering, n1: int, fractions, ear
             for f, b in zip(fractions, budgets)]
 
 
-def _downstream_report(config: EvaluateConfig, downstream, runs: dict[str, list], n1: int) -> dict:
+def _downstream_report(config: EvaluateConfig, downstream, runs: dict[str, list], costs: dict[str, dict],
+                       n1: int) -> dict:
     fractions = [r["budget"] / n1 for r in next(iter(runs.values()))]
     entry = {}
     for rule, points in runs.items():
@@ -117,6 +122,7 @@ def _downstream_report(config: EvaluateConfig, downstream, runs: dict[str, list]
             "halving_fraction": halfway_fraction(fractions, forget) if grid_ok and None not in forget else None,
             "retained_accuracy_range": [min(p["retained_accuracy"] for p in points),
                                         max(p["retained_accuracy"] for p in points)],
+            "order": costs[rule],
         }
     return {
         **downstream.describe(config.label_col, config.test_fraction),

@@ -138,4 +138,9 @@ def _downstream_lines(down: dict) -> list[str]:
             f"(full removal), target <= {target['forget_accuracy_at_most']:.3f} with retained accuracy >= "
             f"{target['retained_accuracy_at_least']:.3f}; {down['fits_made']} fits, "
             f"{down['seconds_per_fit']:.2f} s a fit",
-            *(f"    {rule}: {entry['note']}" for rule, entry in down["rules"].items())]
+            *(f"    {rule}: {entry['note']}" + _order_cost(entry.get("order")) for rule, entry in down["rules"].items())]
+
+
+def _order_cost(order: dict | None) -> str:
+    """What a rule's order cost, when it took fits of its own."""
+    return f" (its order: {order['fits']} fits, {order['seconds']:.1f} s)" if order and order["fits"] else ""

@@ -163,13 +163,15 @@ def test_downstream_retraining_forgets_the_domain_and_keeps_the_rest(spark, tmp_
     x1, x2 = gaussians(240, 1200, 4, 4.0, seed=6)
     table = domain_table(x1, x2).append_column("label", [np.r_[np.ones(240), np.zeros(1200)].astype(np.int64)])
     path = write_delta(spark, table, tmp_path / "labelled")
-    report = evaluate(spark, EvaluateConfig(source=path, unwanted="label = 1", rules=("likelihood_ratio", "random"),
+    rules = ("likelihood_ratio", "random", "retrain_margin")
+    report = evaluate(spark, EvaluateConfig(source=path, unwanted="label = 1", rules=rules, rounds=3,
                                             points=11, downstream=True, label_col="label",
                                             downstream_grid=(0.0, 0.5, 1.0)))
     down = report["downstream"]
     assert down["test_rows"]["unwanted"] + down["test_rows"]["retained"] > 0.1 * 1440
     assert report["n_unwanted"] + down["test_rows"]["unwanted"] == 240
-    for rule in ("likelihood_ratio", "random"):
+    assert down["rules"]["retrain_margin"]["order"]["fits"] == 3 and down["rules"]["random"]["order"]["fits"] == 0
+    for rule in rules:
         points = down["rules"][rule]["points"]
         assert [p["budget"] for p in points] == [0, round(0.5 * report["n_unwanted"]), report["n_unwanted"]]
         assert points[0]["forget_accuracy"] > 0.8          # all data: the unwanted class is recognised

@@ -29,6 +29,12 @@ class Fit:
     seconds: float = 0.0
 
 
+def forget_noise(test_rows: int) -> float:
+    """The smallest drop of the forget metric (an accuracy on ``test_rows`` rows) that is not noise:
+    1/sqrt(test_rows), two binomial standard errors at accuracy 0.5, where they are largest."""
+    return 1.0 / math.sqrt(max(test_rows, 1))
+
+
 @dataclass(frozen=True)
 class Target:
     """What an acceptable fit reaches: forget metric <= ``forget_max``, retained metric >= ``retained_min``."""

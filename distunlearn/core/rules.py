@@ -15,6 +15,10 @@ RULES = (
     "ambiguous_first",
     "random",
 )
+#: Rules of the downstream objective only (they retrain its classifier): ``auto`` adds them there.
+DOWNSTREAM_RULES = ("retrain_margin",)
+#: Rules whose score is a per-row key computed before scoring (``keys``), not a function of the vector.
+KEYED_RULES = ("random", "retrain_margin")
 
 RULE_HELP = {
     "distance_to_retained": "||x - mu2||: furthest from the retained mean first (the paper's rule)",
@@ -25,6 +29,8 @@ RULE_HELP = {
     "ambiguous_first": "-log p1(x)/p2(x): the unwanted rows most like the retained domain first (those near a "
                        "classifier's boundary; often fewer deletions for a retrained model, more for the KL)",
     "random": "a seeded hash of the id: uniform random order",
+    "retrain_margin": "downstream objective only: --rounds rounds, each refits the classifier on the rows kept so "
+                      "far and deletes the next 1/R of the unwanted rows, those least confident of their own label",
 }
 
 
@@ -32,7 +38,8 @@ def score_rows(rule: str, model: PooledGaussian, x: np.ndarray, whitened: np.nda
                random_keys: np.ndarray | None = None) -> np.ndarray:
     """Scores of rows ``x`` (raw, n x d) whose whitened form ``model.whiten(x)`` is given.
 
-    ``random_keys`` (one number per row, e.g. a seeded hash of the id) is the score of ``random``.
+    ``random_keys`` (one number per row: a seeded hash of the id, or the key of ``retrain_margin``'s rounds) is
+    the score of the ``KEYED_RULES``.
     """
     if rule == "likelihood_ratio":
         delta = model.delta
@@ -51,8 +58,8 @@ def score_rows(rule: str, model: PooledGaussian, x: np.ndarray, whitened: np.nda
         dots = x @ model.mu2
         cos = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
         return 1.0 - cos
-    if rule == "random":
+    if rule in KEYED_RULES:
         if random_keys is None:
-            raise ValueError("the random rule needs random_keys")
+            raise ValueError(f"the {rule} rule needs random_keys")
         return np.asarray(random_keys, dtype=np.float64)
     raise ValueError(f"unknown rule {rule!r}")

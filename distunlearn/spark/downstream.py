@@ -1,10 +1,12 @@
 """Downstream check: retrain a ``pyspark.ml`` classifier (MLlib logistic regression by default) on edited
 training rows and score it on a held-out split.
 
-Fits are cheap enough to make tens of them: the training rows are cached once per deletion order in as
-few partitions as their size needs (on small data a fit is mostly per-job overhead, paid per task), an
-edit is a weight column on those cached rows (deleted rows weigh 0) when the classifier takes weights,
-and several budgets are fitted at once from threads, so their Spark jobs share the cluster.
+Fits are cheap enough to make tens of them: the training rows are repartitioned once by id into one
+partition per ``FIT_PARTITION_BYTES`` of vectors (by the data's size, not the cluster's: small data takes
+few, since a fit on it is mostly per-task overhead, and large data as many as it needs) and cached; each
+order's ranks join those partitions by id. An edit is a weight column on the cached rows (deleted rows
+weigh 0) for the classifiers whose loss is a weighted sum over rows (``WEIGHTED``), a filter for every
+other; several budgets are fitted at once from threads, so their Spark jobs share the cluster.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from distunlearn.core.budget_search import Fit
@@ -27,6 +29,9 @@ SPLIT_BUCKETS = 10_000
 FITS_AT_ONCE = 8
 #: Training rows per cached partition, as float64 bytes: small data takes one partition.
 FIT_PARTITION_BYTES = 32 * 1024 * 1024
+#: Classifiers whose loss is a weighted sum over rows, so a 0-weight row is a deleted row. Others (trees,
+#: forests, boosting) still see 0-weight rows in split candidates, counts and bootstrap draws: they get filters.
+WEIGHTED = ("LogisticRegression", "LinearSVC")
 METRIC = "accuracy on the held-out rows of each domain (the forgotten class's recall when it is one class)"
 #: A string label with more distinct values than this is refused (the label vocabulary reaches the driver).
 MAX_LABELS = 10_000
@@ -56,8 +61,9 @@ class Classifier:
 
     @property
     def weighted(self) -> bool:
-        """Whether an edit can be a 0/1 row weight instead of a filter."""
-        return self.estimator().hasParam("weightCol")
+        """Whether an edit can be a 0/1 row weight instead of a filter (``WEIGHTED``)."""
+        module, _, cls = self.name.rpartition(".")
+        return cls in WEIGHTED and module in ("", "pyspark.ml.classification")
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
@@ -71,9 +77,9 @@ def split_by_id(labelled: DataFrame, test_fraction: float, seed: int) -> tuple[D
     return labelled.where(~is_test), labelled.where(is_test)
 
 
-def fit_partitions(rows: int, dim: int, slots: int) -> int:
-    """Partitions of the cached training rows: one per ``FIT_PARTITION_BYTES``, at most the cluster's slots."""
-    return max(1, min(slots, math.ceil(rows * dim * 8 / FIT_PARTITION_BYTES)))
+def fit_partitions(rows: int, dim: int) -> int:
+    """Partitions of the cached labelled rows: one per ``FIT_PARTITION_BYTES`` of their vectors."""
+    return max(1, math.ceil(rows * dim * 8 / FIT_PARTITION_BYTES))
 
 
 class Downstream:
@@ -98,8 +104,8 @@ class Downstream:
         features = labelled.select("id", "domain", F.col("label").cast("double").alias("label"),
                                    array_to_vector("vec").alias("features"))
         train, test = split_by_id(features, test_fraction, seed)
-        self.train = train.coalesce(partitions).cache()
-        self.test = test.coalesce(partitions).cache()
+        self.train = train.repartition(partitions, "id").cache()
+        self.test = test.repartition(max(1, math.ceil(partitions * test_fraction)), "id").cache()
         counts = {r["domain"]: r["count"] for r in self.test.groupBy("domain").count().collect()}
         self.test_rows = {"unwanted": counts.get(UNWANTED, 0), "retained": counts.get(RETAINED, 0)}
         if not self.test_rows["unwanted"] or not self.test_rows["retained"]:
@@ -109,9 +115,10 @@ class Downstream:
 
     def with_ranks(self, ranks: DataFrame) -> DataFrame:
         """Training rows with the deletion rank (1 = deleted first) of the unwanted ones, null for others;
-        cached and computed once, in ``partitions`` partitions."""
-        ranked = self.train.join(ranks.select("id", "rank").hint(SHUFFLE_JOIN), "id", "left") \
-            .coalesce(self.partitions).cache()
+        cached and computed once. The ranks are hashed by id into the training split's partitions, which
+        the join keeps (the cached split is not shuffled again)."""
+        ranks = ranks.select("id", "rank").repartition(self.partitions, "id")
+        ranked = self.train.join(ranks.hint(SHUFFLE_JOIN), "id", "left").cache()
         ranked.count()
         return ranked
 
@@ -120,16 +127,17 @@ class Downstream:
         with ThreadPoolExecutor(max_workers=min(FITS_AT_ONCE, max(len(budgets), 1))) as pool:
             return list(pool.map(lambda b: self._fit_one(ranked, b), budgets))
 
-    def _fit_one(self, ranked: DataFrame, budget: int) -> Fit:
-        start = time.perf_counter()
+    def train_model(self, ranked: DataFrame, kept: Column):
+        """The classifier fitted on the rows of ``ranked`` where ``kept`` holds (a 0/1 weight or a filter)."""
         estimator = self.classifier.estimator()
-        kept = F.col("rank").isNull() | (F.col("rank") > budget)
         if self.weighted:
             estimator.set(estimator.getParam("weightCol"), "weight")
-            training = ranked.withColumn("weight", kept.cast("double"))
-        else:
-            training = ranked.where(kept)
-        model = estimator.fit(training)
+            return estimator.fit(ranked.withColumn("weight", kept.cast("double")))
+        return estimator.fit(ranked.where(kept))
+
+    def _fit_one(self, ranked: DataFrame, budget: int) -> Fit:
+        start = time.perf_counter()
+        model = self.train_model(ranked, F.col("rank").isNull() | (F.col("rank") > budget))
         hits = model.transform(self.test).groupBy("domain") \
             .agg(F.avg((F.col("prediction") == F.col("label")).cast("double")).alias("accuracy")).collect()
         accuracy = {r["domain"]: r["accuracy"] for r in hits}
