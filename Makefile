@@ -48,7 +48,7 @@ check: setup
 	$(PY) -m pytest -q $(CHECK_TESTS:%=tests/test_%.py)
 
 test-main: setup data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-alt: setup-alt
 	$(PY_ALT) -m pytest -q -m stacks
