@@ -271,14 +271,20 @@ def test_a_rerun_after_a_kill_between_tables_edits_each_table_once(spark, pristi
     assert resumed == first_run_status
 
 
-def test_a_table_without_its_key_column_stops_the_run_before_any_edit(spark, pristine, tmp_path_factory, capsys):
-    lake = copy_lake(pristine, tmp_path_factory, "erasure-bad-key")
+@pytest.mark.parametrize("setting, changed, message", [
+    ('key = "user_id"', 'key = "uid"', "tables.events /"),
+    ('subject_col = "user_id"', 'subject_col = "user_id"\nreceived_col = "when"', "received_col"),
+])
+def test_a_missing_column_stops_the_run_before_anything_is_written(spark, pristine, tmp_path_factory, capsys,
+                                                                   setting, changed, message):
+    lake = copy_lake(pristine, tmp_path_factory, "erasure-bad-column")
     config = lake / "erasure.toml"
-    config.write_text(config.read_text().replace('key = "user_id"', 'key = "uid"'))
+    config.write_text(config.read_text().replace(setting, changed))
+    missing = changed.split('"')[-2]
     versions = {t: spark.sql(f"DESCRIBE HISTORY delta.`{lake / t}` LIMIT 1").first()["version"] for t in TABLES}
     capsys.readouterr()
     assert main(["erase", "--config", str(config), "--run-id", "bad-1", "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "tables.events" in err[0] and "has no column 'uid'" in err[0], err
+    assert len(err) == 1 and message in err[0] and f"has no column {missing!r}" in err[0], err
     assert not (lake / "audit").exists()
     assert versions == {t: spark.sql(f"DESCRIBE HISTORY delta.`{lake / t}` LIMIT 1").first()["version"] for t in TABLES}

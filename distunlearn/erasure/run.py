@@ -48,14 +48,15 @@ def run_erasure(spark: SparkSession, config: ErasureConfig, run_id: str | None =
                   "requests_version": requests.latest_version(spark),
                   "started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "tables": {}}
         check_tables(spark, config, report["requests_version"])
-        ledger.record(run_id, "planned", report)
     else:
         log.info("run %s: resuming (tables done: %s)", run_id,
                  ", ".join(n for n, s in report["tables"].items() if s.get("done")) or "none")
+    with phase("erasure requests") as detail:   # a bad requests table stops the run here, nothing written
+        subjects = read_subjects(spark, config, hash_key, report["requests_version"])
+        detail.update(subjects=subjects.count())
+    if earlier is None:
+        ledger.record(run_id, "planned", report)
     try:
-        with phase("erasure requests") as detail:
-            subjects = read_subjects(spark, config, hash_key, report["requests_version"])
-            detail.update(subjects=subjects.count())
         outcomes = []
         for t in config.order:
             with phase(f"table {t.name}") as detail:
