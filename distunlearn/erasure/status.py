@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
 from distunlearn.erasure.config import ErasedTable, ErasureConfig
+from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.delta_writer import commit_metadata
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.table import table_files
@@ -76,8 +77,6 @@ def update_status(spark: SparkSession, config: ErasureConfig, subjects: DataFram
         current = current.unionByName(part)
     kept = old.join(current.select("subject", "table"), ["subject", "table"], "left_anti")
     rows = kept.select(*SCHEMA.fieldNames()).unionByName(current.select(*SCHEMA.fieldNames()))
-    from distunlearn.spark.checkpoints import freeze
-
     rows = freeze(rows)   # read from the table it replaces: computed before the overwrite
     config.status_table.save(rows, "overwrite", userMetadata=commit_metadata(run_id))
     counts = {r["status"]: int(r["count"]) for r in rows.where(F.col("updated_by_run") == run_id)
