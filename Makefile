@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 PY_ALT := $(VENV_ALT)/bin/python
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: setup setup-alt data demo check test test-main test-alt test-cluster reliability results bundle spark-conf clean
+.PHONY: setup setup-alt data demo check docs test test-main test-alt test-cluster reliability results bundle spark-conf clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,8 @@ test: test-main test-alt
 
 # The edit loop's fast tier (no Spark session): the numpy core, the budget search, config and error parsing,
 # the key and ordering helpers and the property tests; under a minute on 2 cores. `make test` runs them too.
-CHECK_TESTS = core budget_search delta_errors erasure_config id_runs in_task_order keys moments_merge properties reliability
+CHECK_TESTS = core budget_search cli_docs delta_errors erasure_config id_runs in_task_order keys moments_merge properties \
+              reliability
 check: setup
 	$(PY) -m pytest -q $(CHECK_TESTS:%=tests/test_%.py)
 
@@ -63,6 +64,10 @@ reliability: setup data
 # Regenerates docs/results (the paper's experiments beside ours); about 15 minutes on 2 cores.
 results: setup data
 	$(PY) -m distunlearn.reproduce --out docs/results
+
+# docs/cli.md, every command and flag, from the parser (a test fails when it is out of date)
+docs: setup
+	$(PY) -m distunlearn.cli_docs > docs/cli.md
 
 bundle: setup
 	$(VENV)/bin/distunlearn bundle --out dist/distunlearn.zip

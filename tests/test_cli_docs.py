@@ -1,0 +1,24 @@
+"""``docs/cli.md`` is the parser's help as it is now: regenerate it with ``make docs`` after changing a flag."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from distunlearn.cli import build_parser
+from distunlearn.cli_docs import render
+
+PAGE = Path(__file__).parents[1] / "docs" / "cli.md"
+
+
+def test_the_page_is_the_parsers_help():
+    assert PAGE.read_text() == render(), "docs/cli.md is out of date: run make docs"
+
+
+def test_every_flag_of_every_command_is_on_the_page():
+    page = PAGE.read_text()
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        section = page.split(f"## distunlearn {name}\n", 1)[1].split("\n## ", 1)[0]
+        for action in sub._actions:
+            for flag in action.option_strings:
+                assert flag in section, f"{name} {flag}"
