@@ -84,7 +84,8 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
                    help="scoring rule (default auto: evaluate all, keep the fewest deletions). "
                         + "; ".join(f"{k}: {v}" for k, v in RULE_HELP.items()))
     p.add_argument("--output", help="path of the edited Delta table (must not exist)")
-    p.add_argument("--manifest", help="Delta table of deleted rows, appended to (default <output>_manifest)")
+    p.add_argument("--manifest", help="Delta table of deleted rows shared by runs: a run's rows replace that run's earlier "
+                        "rows (default <output>_manifest, in place <source>_manifest)")
     p.add_argument("--dry-run", action="store_true", default=None, help="plan and report, write no table")
     p.add_argument("--run-id", help="run id recorded everywhere (default: a new UUID)")
     p.add_argument("--in-place", action="store_true", default=None,
