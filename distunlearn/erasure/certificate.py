@@ -11,11 +11,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from distunlearn.erasure.config import ErasureConfig
-from distunlearn.erasure.status import STATUSES, read_status, status_label
+from distunlearn.erasure.status import STATUSES, files_left, read_status, status_label
 from distunlearn.erasure.subjects import present_subjects, read_subjects, subject_keys
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.purge import id_in_log_statistics
-from distunlearn.spark.table import first_line, table_files
 
 LISTED = 50   # request lines printed; the rest are counted
 
@@ -99,17 +98,11 @@ def _files_left(spark: SparkSession, table: str, location: str, rows: DataFrame,
     (-1: the run recorded no list, or storage could not be listed)."""
     runs = [r["removed_by_run"] for r in rows.where((F.col("table") == table) & F.col("erased_at").isNotNull())
             .select("removed_by_run").distinct().collect()]
-    if not runs:
-        return {}
     try:
-        stored = table_files(spark, location)
+        left = files_left(spark, ledger, table, location, runs)
     except Exception:  # noqa: BLE001 - a check that cannot look does not pass
         return {run: -1 for run in runs}
-    left = {}
-    for run in runs:
-        files = (((ledger.report(run) or {}).get("tables") or {}).get(table) or {}).get("removed_files")
-        left[run] = -1 if files is None else len(set(files) & stored)
-    return left
+    return {run: -1 if n is None else n for run, n in left.items()}
 
 
 def _request(row, now: dt.datetime, files_left: dict) -> dict:

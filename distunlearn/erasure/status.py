@@ -122,7 +122,12 @@ def _table_rows(spark: SparkSession, config: ErasureConfig, outcome: TableOutcom
         pick(F.lit(tombstoned), kept_tombstone).alias("tombstoned_at"),
         pick(F.lit(None).cast("timestamp"), F.col("old_erased_at")).alias("erased_at_kept"),
         pick(F.lit(None).cast("string"), F.col("old_erased_by_run")).alias("erased_by_run_kept"))
-    gone = _runs_with_files_gone(spark, config, t, state, old, run_id)
+    waiting = {r["removed_by_run"] for r in old.where((F.col("table") == t.name) & F.col("erased_at").isNull()
+                                                      & F.col("removed_by_run").isNotNull())
+               .select("removed_by_run").distinct().collect()} | {run_id}
+    left = files_left(spark, Ledger(spark, config.ledger_table), t.name, state["location"], sorted(waiting),
+                      {run_id: state["removed_files"]})
+    gone = [run for run, n in left.items() if n == 0]   # no record of its files: it waits for a run that has one
     erasable = F.col("tombstoned_at") < F.lit(cutoff)
     newly_erased = (F.col("erased_at_kept").isNull() & F.col("removed_at").isNotNull() & erasable
                     & F.col("removed_by_run").isin(*gone)) if gone else F.lit(False)
@@ -136,24 +141,20 @@ def _table_rows(spark: SparkSession, config: ErasureConfig, outcome: TableOutcom
         .withColumn("status", status_label(now))
 
 
-def _runs_with_files_gone(spark: SparkSession, config: ErasureConfig, t: ErasedTable, state: dict, old: DataFrame,
-                          run_id: str) -> list[str]:
-    """The runs whose removals on this table wait for erasure and whose commits' removed files (as their
-    ledger rows record them) are all gone from storage now; storage is listed once."""
-    runs = {r["removed_by_run"] for r in old.where((F.col("table") == t.name) & F.col("erased_at").isNull()
-                                                   & F.col("removed_by_run").isNotNull())
-            .select("removed_by_run").distinct().collect()} | {run_id}
-    ledger, stored, gone = Ledger(spark, config.ledger_table), None, []
-    for run in sorted(runs):
-        report = state if run == run_id else ((ledger.report(run) or {}).get("tables") or {}).get(t.name)
-        if report is None or "removed_files" not in report:
-            continue   # no record of its files: it waits for a run that recorded them
-        if report["removed_files"]:
-            stored = table_files(spark, state["location"]) if stored is None else stored
-            if set(report["removed_files"]) & stored:
-                continue
-        gone.append(run)
-    return gone
+def files_left(spark: SparkSession, ledger: Ledger, table: str, location: str, runs: list[str],
+               recorded: dict | None = None) -> dict[str, int | None]:
+    """For each run, how many of the files its commits removed from ``table`` (``recorded[run]``, else its
+    ledger row's) are still on storage; None when the run recorded no list. Storage is listed once, and only
+    when a run has files to look for; a listing that fails raises."""
+    stored, left = None, {}
+    for run in runs:
+        files = (recorded or {}).get(run)
+        if files is None:
+            files = (((ledger.report(run) or {}).get("tables") or {}).get(table) or {}).get("removed_files")
+        if files and stored is None:
+            stored = table_files(spark, location)
+        left[run] = None if files is None else len(set(files) & stored) if files else 0
+    return left
 
 
 def _time(iso: str) -> dt.datetime:
