@@ -25,8 +25,8 @@ from distunlearn.errors import InfeasibleError
 from distunlearn.job import UnlearnPlan, plan_unlearning, run_unlearn
 from distunlearn.report import build_report, summary
 
-_WRITE_FIELDS = ("output", "in_place", "manifest", "ledger", "purge", "retention_hours", "hash_ids", "report",
-                 "max_retries")
+_WRITE_FIELDS = ("output", "in_place", "manifest", "ledger", "purge", "retention_hours", "only_writer", "hash_ids",
+                 "report", "max_retries")
 
 
 def _session(data, spark: SparkSession | None) -> SparkSession:
@@ -163,13 +163,15 @@ class Plan:
 
     def apply(self, output: str | None = None, *, in_place: bool = False, manifest: str | None = None,
               ledger: str | None = None, purge: bool = False, retention_hours: float | None = None,
-              hash_ids: bool = False, report: str | None = None, max_retries: int = 5) -> dict:
+              only_writer: bool = False, hash_ids: bool = False, report: str | None = None,
+              max_retries: int = 5) -> dict:
         """Write the plan: a new edited table at ``output`` (path, URI or catalog name), or the source
         edited ``in_place`` (a Delta table); the manifest, the ledger and (``purge``) physical erasure as
         the console command does. Returns the run's report."""
         config = dataclasses.replace(self._planned.config, output=output, in_place=in_place, manifest=manifest,
                                      ledger=ledger, purge=purge, retention_hours=retention_hours,
-                                     hash_ids=hash_ids, report=report, max_retries=max_retries, dry_run=False,
+                                     only_writer=only_writer, hash_ids=hash_ids, report=report,
+                                     max_retries=max_retries, dry_run=False,
                                      run_id=self.run_id)
         return run_unlearn(self.spark, config, plan=self._planned)
 

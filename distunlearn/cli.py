@@ -95,8 +95,11 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--purge", action="store_true", default=None,
                    help="after an in-place delete, erase physically: REORG ... APPLY (PURGE) and VACUUM")
     p.add_argument("--retention-hours", type=float, help="VACUUM retention of --purge (default: the table's delta.deletedFileRetentionDuration, "
-                        "7 days unless set); less than the table's is safe only when no other process writes or "
-                        "reads older versions of the table")
+                        "7 days unless set); less than the table's needs --only-writer")
+    p.add_argument("--only-writer", action="store_true", default=None,
+                   help="the opt-in for a --retention-hours below the table's: no other process writes the table "
+                        "or reads its older versions while the purge runs (Delta's retention check is lowered for "
+                        "that VACUUM only)")
     p.add_argument("--hash-ids", action="store_true", default=None,
                    help="manifest stores HMAC-SHA256(DISTUNLEARN_HASH_KEY, str(id)) instead of the raw id")
     p.add_argument("--ledger", help="Delta run ledger (default distunlearn_ledger beside the manifest)")

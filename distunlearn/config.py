@@ -125,6 +125,7 @@ class UnlearnConfig(SourceConfig):
     request_key: str | None = None
     purge: bool = False
     retention_hours: float | None = None
+    only_writer: bool = False
     hash_ids: bool = False
     ledger: str | None = None
     max_retries: int = 5

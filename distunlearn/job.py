@@ -28,7 +28,7 @@ from distunlearn.spark.checkpoints import check_checkpoint_dir
 from distunlearn.spark.keys import KeySet, key_row_bytes
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.ordering import RuleOrdering, choose_budgets
-from distunlearn.spark.purge import purge
+from distunlearn.spark.purge import check_retention, purge
 from distunlearn.spark.source import Requests, Source, read_requests
 from distunlearn.spark.table import TableRef, first_line
 from distunlearn.udfs.scoring import REQUESTED_TOTALS_SCHEMA, requested_totals
@@ -205,7 +205,7 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan | 
         if config.purge:
             with phase("purge (REORG, VACUUM)") as detail:
                 report["purge"] = purge(spark, config.source_table, config.purge_retention_hours, run_id,
-                                        report["source_version_written"], config.id_col)
+                                        report["source_version_written"], config.id_col, config.only_writer)
                 detail.update(retention_hours=config.purge_retention_hours)
             reorg = report["purge"].get("reorg", {}).get("version")
             if reorg is not None:   # the files it rewrote held the rows the MERGE only marked deleted
@@ -264,6 +264,9 @@ def _checked_plan(spark: SparkSession, config: UnlearnConfig, run_id: str, plann
     check_targets(spark, config.source_table, None if config.in_place or config.dry_run else config.output_table,
                   None if config.dry_run else config.manifest_table, config.report,
                   None if config.dry_run else config.ledger_table)
+    if config.purge and not config.dry_run:   # a retention below the table's stops the run before any edit
+        check_retention(config.source_table.require_delta(spark, "--source").get("properties") or {},
+                        config.purge_retention_hours, config.only_writer, config.source_table)
     plan = dataclasses.replace(planned, config=config) if planned is not None else plan_unlearning(spark, config, run_id)
     if not plan.chosen.feasible:
         raise InfeasibleError(plan.infeasible_message(), report=build_report(plan))

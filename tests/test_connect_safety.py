@@ -84,7 +84,8 @@ def test_a_concurrent_user_of_the_session_never_sees_the_runs_settings(spark, tm
     watcher.start()
     try:
         report = run_unlearn(spark, UnlearnConfig(source=source, unwanted="topic = 'unwanted'", rule="likelihood_ratio",
-                                                  in_place=True, purge=True, retention_hours=0, run_id="shared-1"))
+                                                  in_place=True, purge=True, retention_hours=0, only_writer=True,
+                                                  run_id="shared-1"))
     finally:
         done.set()
         watcher.join()

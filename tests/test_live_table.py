@@ -62,8 +62,8 @@ def manifest_ids(spark, table, run_id):
 
 
 def purge_flags(source, run_id, requests):
-    return ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0", "--rule",
-            "likelihood_ratio", "--run-id", run_id, "--requests", requests, "--quiet", *DOMAINS_FLAGS]
+    return ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0", "--only-writer",
+            "--rule", "likelihood_ratio", "--run-id", run_id, "--requests", requests, "--quiet", *DOMAINS_FLAGS]
 
 
 def check_outcome(spark, source, run_id, before: set, appended: set, requested: set) -> set:

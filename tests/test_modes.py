@@ -151,7 +151,7 @@ def test_in_place_purge_with_requests_and_hashed_ids_then_verify(mode, data, mon
     before = mode.ids(source)
     plan = Unlearner(rule="likelihood_ratio", requests=requests, **DOMAINS).plan(source, spark=mode.spark,
                                                                                  run_id=f"purge-{mode.name}")
-    report = plan.apply(in_place=True, purge=True, retention_hours=0, hash_ids=True)
+    report = plan.apply(in_place=True, purge=True, retention_hours=0, only_writer=True, hash_ids=True)
     deleted = before - mode.ids(source)
     assert report["deleted_requested"] == 2 and set(requested) <= deleted
     distributional = deleted - set(requested)

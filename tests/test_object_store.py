@@ -69,8 +69,8 @@ def test_plan_output_in_place_purge_and_verify_on_s3(spark, s3, capsys, monkeypa
 
     # in place, with requests, hashed ids and a purge; then no deleted id in any object under the prefix
     before = objects(s3, "events/")
-    args = ["unlearn", "--source", source, "--in-place", "--purge", "--retention-hours", "0", "--requests",
-            f"s3a://{BUCKET}/requests", "--hash-ids", "--run-id", "s3-purge-1", *flags]
+    args = ["unlearn", "--source", source, "--in-place", "--purge", "--retention-hours", "0", "--only-writer",
+            "--requests", f"s3a://{BUCKET}/requests", "--hash-ids", "--run-id", "s3-purge-1", *flags]
     assert main(args) == 0
     deleted = set(ids) - ids_in(spark, source)
     assert {ids[70], ids[305]} <= deleted

@@ -76,7 +76,7 @@ def test_in_place_purge_erases_physically(spark, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
     before = ids_in(spark, source)
 
-    args = ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0",
+    args = ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0", "--only-writer",
             "--requests", requests, "--hash-ids", "--rule", "likelihood_ratio", "--run-id", "purge-1", "--quiet",
             "--report", str(tmp_path / "report.json"), "--unwanted", DOMAINS["unwanted"],
             "--retained", DOMAINS["retained"]]
@@ -136,7 +136,7 @@ def test_in_place_purge_erases_physically(spark, tmp_path, monkeypatch, capsys):
 
 
 def purge_args(source, run_id, requests=None):
-    args = ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0",
+    args = ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0", "--only-writer",
             "--rule", "likelihood_ratio", "--run-id", run_id, *DOMAINS_FLAGS]
     return args + (["--requests", requests] if requests else [])
 
@@ -233,11 +233,26 @@ def test_killed_run_is_completed_by_a_rerun(spark, pristine, crash_states, marke
 def test_a_run_that_deletes_nothing_verifies(spark, tmp_path, capsys):
     source = tmp_path / "events"
     before = set(make_table(spark, source, {"delta.enableDeletionVectors": "true"}))
-    args = ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0", "--alpha-rel", "0",
-            "--rule", "likelihood_ratio", "--run-id", "nothing-1", "--quiet", *DOMAINS_FLAGS]
+    args = ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0", "--only-writer",
+            "--alpha-rel", "0", "--rule", "likelihood_ratio", "--run-id", "nothing-1", "--quiet", *DOMAINS_FLAGS]
     assert main(args) == 0, capsys.readouterr().err
     assert ids_in(spark, source) == before
     capsys.readouterr()
     assert main(["verify", "--source", str(source), "--run-id", "nothing-1", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert out.count("PASS") == 4 and "0 of the run's 0 deleted ids" in out and "no file held a deleted row" in out
+
+
+def test_a_retention_below_the_tables_needs_the_only_writer_opt_in(spark, tmp_path, capsys):
+    """``--retention-hours 0`` without ``--only-writer``: one line naming the opt-in, before any edit."""
+    source = tmp_path / "events"
+    make_table(spark, source, {})
+    version = spark.sql(f"DESCRIBE HISTORY delta.`{source}` LIMIT 1").first()["version"]
+    args = ["unlearn", "--source", str(source), "--in-place", "--purge", "--retention-hours", "0",
+            "--rule", "likelihood_ratio", "--run-id", "no-opt-in", "--quiet", *DOMAINS_FLAGS]
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--retention-hours 0 is below the 168 hours" in err[0] and "--only-writer" in err[0], err
+    assert spark.sql(f"DESCRIBE HISTORY delta.`{source}` LIMIT 1").first()["version"] == version
+    assert not (tmp_path / "events_manifest").exists() and not (tmp_path / "distunlearn_ledger").exists()

@@ -104,7 +104,8 @@ def _erase(spark: SparkSession, config: ErasureConfig, t: ErasedTable, subjects,
         state["commits"] = [c.record() for c in commits]
         deleted = _deleted_subjects(spark, t, keys, state["commits"], held)
         state["removed_files"] = removed_files(spark, t.table, [c.version for c in commits])
-        state["purge"] = purge(spark, t.table, t.retention_hours, edit.run_id, state["version_before"], t.key)
+        state["purge"] = purge(spark, t.table, t.retention_hours, edit.run_id, state["version_before"], t.key,
+                               t.only_writer)
         reorg = state["purge"].get("reorg", {}).get("version")
         if reorg is not None:
             state["removed_files"] = sorted(set(state["removed_files"]) | set(removed_files(spark, t.table, [reorg])))

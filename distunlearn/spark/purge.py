@@ -10,6 +10,7 @@ import time
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from distunlearn.errors import DistunlearnError
 from distunlearn.spark.delta_writer import commit_conf, commit_metadata
 from distunlearn.spark.session import run_session
 from distunlearn.spark.table import TableRef
@@ -64,6 +65,19 @@ def table_retention_hours(properties: dict) -> float:
     return sum(float(n) * _UNIT_HOURS[unit.lower()] for n, unit in parts)
 
 
+def check_retention(properties: dict, retention_hours: float | None, only_writer: bool, table: TableRef) -> float:
+    """The table's retention in hours; one error line when ``retention_hours`` is below it without the
+    ``only_writer`` opt-in (no other process writes the table or reads its older versions)."""
+    table_hours = table_retention_hours(properties)
+    if retention_hours is not None and retention_hours < table_hours and not only_writer:
+        raise DistunlearnError(f"--retention-hours {retention_hours:g} is below the {table_hours:g} hours {table.text} "
+                               "keeps removed files: a VACUUM that short can delete files of other writers' "
+                               "transactions and of versions readers still use. Give --only-writer as well when no "
+                               "other process writes the table or reads its older versions, or leave "
+                               "--retention-hours out")
+    return table_hours
+
+
 def _iso(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat()
 
@@ -78,14 +92,14 @@ def id_in_log_statistics(properties: dict, columns: list[str], id_col: str) -> b
 
 
 def purge(spark: SparkSession, table: TableRef, retention_hours: float | None, run_id: str, after_version: int,
-          id_col: str) -> dict:
+          id_col: str, only_writer: bool = False) -> dict:
     """Rewrite files holding soft-deleted rows, then VACUUM: delete every file the table no longer needs
     that left it longer ago than its own retention (``delta.deletedFileRetentionDuration``), or than
     ``retention_hours`` when given (data, deletion vectors, ``_change_data``). A retention below the
-    table's lowers Delta's safety check for this VACUUM only: safe only when no other process writes or
-    reads older versions of the table. Returns what each did."""
+    table's lowers Delta's safety check for this VACUUM only, and only with ``only_writer`` (no other process
+    writes or reads older versions of the table: ``check_retention``). Returns what each did."""
     properties = table.require_delta(spark, "--in-place").get("properties") or {}
-    table_hours = table_retention_hours(properties)
+    table_hours = check_retention(properties, retention_hours, only_writer, table)
     result = {"retention_hours": retention_hours, "table_retention_hours": table_hours,
               "id_in_log_statistics": id_in_log_statistics(properties, table.read(spark).columns, id_col)}
     if result["id_in_log_statistics"]:
