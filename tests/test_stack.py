@@ -128,6 +128,11 @@ def test_install_beside_an_installed_spark_keeps_it_and_runs_on_it(tmp_path):
     env["DISTUNLEARN_LOG_DIR"] = str(tmp_path / "logs")
     work = tmp_path / "work"
     work.mkdir()
+    # the wheel maps the top-level udfs/ folder to distunlearn.udfs (no symlink) and carries every subpackage
+    where = _run([python, "-c", "import distunlearn.udfs.moments, distunlearn.erasure.run, distunlearn.spark.purge; "
+                                "print(distunlearn.udfs.__file__)"], cwd=work, env=env)
+    assert where.returncode == 0, where.stderr[-2000:]
+    assert where.stdout.strip() == str(next(root.glob("lib/python*/site-packages/distunlearn/udfs/__init__.py")))
     demo = _run([str(root / "bin" / "distunlearn"), "demo", "--lakehouse", str(work / "lake"), "--quiet",
                  "--rule", "likelihood_ratio", "--master", "local[2]", "--spark-conf", "spark.ui.enabled=false",
                  "--spark-conf", "spark.sql.shuffle.partitions=4"], cwd=work, env=env)
@@ -147,10 +152,10 @@ def test_install_beside_an_installed_spark_keeps_it_and_runs_on_it(tmp_path):
         assert missing.stderr.count("\n") == 1 and "distunlearn[local]" in missing.stderr
 
 
-def test_readme_table_and_the_local_extra_mirror_the_table_in_code():
+def test_docs_table_and_the_local_extra_mirror_the_table_in_code():
     import tomllib
 
-    rows = [line.split("|")[1:-1] for line in (REPO / "README.md").read_text().splitlines()
+    rows = [line.split("|")[1:-1] for line in (REPO / "docs" / "operations.md").read_text().splitlines()
             if line.startswith("| 4.")]
     assert [(r[0].strip(), r[2].strip(), tuple(v.strip() for v in r[3].split(","))) for r in rows] == \
         [(line.spark, line.hadoop, line.delta) for line in SPARK_LINES]

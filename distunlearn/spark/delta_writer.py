@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StringType, StructField, StructType
 
 from distunlearn.errors import DistunlearnError
-from distunlearn.spark.session import run_session
+from distunlearn.spark.session import run_session_reading
 from distunlearn.spark.keys import KeySet
 from distunlearn.spark.source import col
 from distunlearn.spark.table import TableRef
@@ -73,7 +72,7 @@ def warn_if_unsafe_s3_writes(spark: SparkSession, *tables: TableRef | None) -> b
     if "DynamoDB" in store:
         return False
     log.warning("writing Delta tables on S3 (%s) without a DynamoDB log store: safe only while no other cluster "
-                "writes to them; see README 'Object stores'", ", ".join(t.text for t in on_s3))
+                "writes to them; see docs/operations.md 'Object stores'", ", ".join(t.text for t in on_s3))
     return True
 
 
@@ -147,13 +146,9 @@ def merge_delete(spark: SparkSession, target: TableRef, keys_df: DataFrame, keys
 
     The keys reach the MERGE's own session as a global temporary view, dropped afterwards; when ``keys``
     fit in the limit they carry a broadcast hint, which Delta's join keeps, so the table is not shuffled."""
-    view = f"distunlearn_deleted_{uuid.uuid4().hex}"
-    keys.hinted(keys_df.select(F.col("key").alias("__deleted_key")), broadcast_limit_mb) \
-        .createOrReplaceGlobalTempView(view)
+    deleted = keys.hinted(keys_df.select(F.col("key").alias("__deleted_key")), broadcast_limit_mb)
     quoted = "`" + column.replace("`", "``") + "`"
-    try:
-        with run_session(spark, commit_conf(run_id, txn_version=txn_version)) as session:
-            session.sql(f"MERGE INTO {target.sql} AS t USING global_temp.{view} AS d "
-                        f"ON t.{quoted} = d.__deleted_key WHEN MATCHED THEN DELETE").collect()
-    finally:
-        spark.catalog.dropGlobalTempView(view)
+    with run_session_reading(deleted, commit_conf(run_id, txn_version=txn_version),
+                             "distunlearn_deleted") as (session, view):
+        session.sql(f"MERGE INTO {target.sql} AS t USING {view} AS d "
+                    f"ON t.{quoted} = d.__deleted_key WHEN MATCHED THEN DELETE").collect()

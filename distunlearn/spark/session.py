@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import tempfile
+import uuid
 from contextlib import contextmanager
 
 from distunlearn.spark.stack import installed_stack, require_pyspark
@@ -213,3 +214,16 @@ def run_session(spark: SparkSession, conf: dict):
         if is_connect(session):
             session.client.release_session()
             session.client.close()
+
+
+@contextmanager
+def run_session_reading(df, conf: dict, name: str):
+    """``run_session`` in which ``df`` can be read as a table: yields the session and the name of a global
+    temporary view of ``df`` (``global_temp.<name>_<uuid>``), dropped after the block."""
+    view = f"{name}_{uuid.uuid4().hex}"
+    df.createOrReplaceGlobalTempView(view)
+    try:
+        with run_session(df.sparkSession, conf) as session:
+            yield session, f"global_temp.{view}"
+    finally:
+        df.sparkSession.catalog.dropGlobalTempView(view)

@@ -5,7 +5,7 @@ both). A local session asks Maven Central for Delta's jar and the object-store c
 pyspark and delta-spark that are installed, never for fixed versions: Delta's artifact follows the
 Spark line, Hadoop's connectors follow the Hadoop that Spark ships (``pyspark/jars/hadoop-client-api-*``).
 
-``SPARK_LINES`` below is the one table of supported combinations (mirrored in the README, section
+``SPARK_LINES`` below is the one table of supported combinations (mirrored in docs/operations.md, section
 "Supported Spark and Delta versions"); nothing else in the code names a Spark, Delta or Hadoop version.
 This module imports no Spark, so it can explain what is missing when Spark is not installed.
 """

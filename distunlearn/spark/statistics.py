@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +13,7 @@ from pyspark.sql.pandas.types import to_arrow_type
 from distunlearn.core.moments import DomainMoments
 from distunlearn.errors import DistunlearnError
 from distunlearn.spark.checkpoints import freeze
-from distunlearn.spark.session import run_session
+from distunlearn.spark.session import run_session_reading
 from distunlearn.spark.source import RETAINED, UNWANTED
 from distunlearn.udfs.moments import (ID_RUN, IDS_UNORDERED, KEPT, PARTIAL, SCHEMA, MomentsAccumulator,
                                       domain_scan, merge_moments)
@@ -110,18 +109,13 @@ def _merged(partials: DataFrame, rows: int, raw: int | None, max_bytes: int | No
     # partials that carry rows are merged on an executor first: vectors never reach the driver
     levels = merge_levels(rows, row_bytes) or ([1] if raw else [])
     if levels:
-        view = f"distunlearn_partials_{uuid.uuid4().hex}"
-        partials.createOrReplaceGlobalTempView(view)
         batch_rows = str(max(1, BATCH_BYTES // row_bytes))
-        try:
-            with run_session(partials.sparkSession,
-                             {"spark.sql.execution.arrow.maxRecordsPerBatch": batch_rows}) as session:
-                merged = session.table(f"global_temp.{view}")
-                for tasks in levels:
-                    merged = merged.repartition(tasks).mapInArrow(merge_moments, SCHEMA)
-                return _collected(merged)
-        finally:
-            partials.sparkSession.catalog.dropGlobalTempView(view)
+        with run_session_reading(partials, {"spark.sql.execution.arrow.maxRecordsPerBatch": batch_rows},
+                                 "distunlearn_partials") as (session, view):
+            merged = session.table(view)
+            for tasks in levels:
+                merged = merged.repartition(tasks).mapInArrow(merge_moments, SCHEMA)
+            return _collected(merged)
     return _collected(partials)
 
 

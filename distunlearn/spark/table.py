@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -202,17 +201,11 @@ class TableRef:
             writer.save(self.location)
 
     def _create_as(self, df: DataFrame, user_metadata: str | None) -> None:
-        from distunlearn.spark.session import run_session
+        from distunlearn.spark.session import run_session_reading
 
-        spark = df.sparkSession
-        view = f"distunlearn_rows_{uuid.uuid4().hex}"
-        df.createOrReplaceGlobalTempView(view)
         conf = {} if user_metadata is None else {"spark.databricks.delta.commitInfo.userMetadata": user_metadata}
-        try:
-            with run_session(spark, conf) as session:
-                session.sql(f"CREATE TABLE {self.sql} USING delta AS SELECT * FROM global_temp.{view}").collect()
-        finally:
-            spark.catalog.dropGlobalTempView(view)
+        with run_session_reading(df, conf, "distunlearn_rows") as (session, view):
+            session.sql(f"CREATE TABLE {self.sql} USING delta AS SELECT * FROM {view}").collect()
 
     def same_as(self, other: "TableRef", spark: SparkSession | None = None) -> bool:
         """Whether two references are one table (a name is compared by its storage location if known)."""
