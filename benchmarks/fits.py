@@ -4,7 +4,7 @@
 .venv/bin/python benchmarks/fits.py --out docs/benchmarks     # about 10 minutes on 2 cores
 ```
 
-Baseline (what ``evaluate --downstream`` did before): the training split cached in the source's partitions,
+Baseline (what ``evaluate --objective downstream`` did before): the training split cached in the source's partitions,
 each edit a filter, one ``LogisticRegression`` fit after the other. The job (``spark.downstream.Downstream``):
 the split cached in ``fit_partitions`` partitions, each edit a 0/1 weight column, ``FITS_AT_ONCE`` fits at a
 time. Both fit the same budgets of the same order on the same rows; the forget-domain accuracies must agree.

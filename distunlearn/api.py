@@ -19,7 +19,7 @@ import uuid
 from pyspark.sql import DataFrame, SparkSession
 
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB
-from distunlearn.config import EvaluateConfig, UnlearnConfig
+from distunlearn.config import EvaluateConfig, UnlearnConfig, check_renamed
 from distunlearn.core.curves import budget_grid
 from distunlearn.errors import InfeasibleError
 from distunlearn.job import UnlearnPlan, plan_unlearning, run_unlearn
@@ -96,9 +96,10 @@ class Unlearner:
 
     def evaluate(self, data: "DataFrame | str", spark: SparkSession | None = None, **options) -> dict:
         """Every rule's budget curves, halving budget and the frontier (``EvaluateConfig`` options such as
-        ``rules``, ``points``, ``report``, ``downstream``, ``label_col``); writes only the report files."""
+        ``rule``, ``budget_steps``, ``report``, ``objective``, ``label_col``); writes only the report files."""
         from distunlearn.evaluate import evaluate
 
+        check_renamed(options)
         c = self.config
         config = EvaluateConfig(source=data, unwanted=c.unwanted, retained=c.retained, id_col=c.id_col,
                                 vector_col=c.vector_col, seed=c.seed, ridge=c.ridge, covariance=c.covariance,
@@ -149,11 +150,11 @@ class Plan:
             raise InfeasibleError(self._planned.infeasible_message())
         return self._planned.manifest(None)
 
-    def curves(self, points: int = 101) -> dict[str, dict]:
-        """For each evaluated rule (``random`` as its seeded order), KL(p1||p_f) and KL(p2||p_f) at
-        ``points`` budgets, exact prefix sums."""
+    def curves(self, budget_steps: int = 100) -> dict[str, dict]:
+        """For each evaluated rule (``random`` as its seeded order), KL(p1||p_f) and KL(p2||p_f) at the
+        ``budget_steps`` + 1 budgets 0, 1/N, ..., 1 of the unwanted rows, exact prefix sums."""
         kl = self._planned.kl
-        grid = budget_grid(kl.n1, points)
+        grid = budget_grid(kl.n1, budget_steps)
         out = {}
         for rule, ordering in self._planned.orderings.items():
             curve = ordering.curve(kl, grid)

@@ -10,12 +10,15 @@ from pathlib import Path
 
 from distunlearn.config import OBJECTIVES, RULE_CHOICES, EvaluateConfig, UnlearnConfig
 from distunlearn.core.gaussian import COVARIANCES
-from distunlearn.core.rules import RULE_HELP, RULES
+from distunlearn.core.rules import DOWNSTREAM_RULES, RULE_HELP, RULES
 from distunlearn.embed import add_embed_parser, run_embed
-from distunlearn.errors import DistunlearnError, InfeasibleError
+from distunlearn.errors import DistunlearnError, InfeasibleError, flag, message
 
-EXIT_CODES = ("exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible, 3 the edit kept conflicting "
-              "with other writers (nothing of the run committed), 4 erasure requests overdue (erasure-status)")
+EXIT_CODES = ("exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasible (or a usage error: a flag the "
+              "command does not take), 3 the edit kept conflicting with other writers (nothing of the run "
+              "committed), 4 erasure requests overdue (erasure-status)")
+EVALUATE_EXIT_CODES = ("exit codes: 0 done, 1 bad input or failure, 2 a usage error: a flag the command does not "
+                       "take, or the old spelling of a flag or config key (--rules, --points, --downstream)")
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,7 +31,7 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vector-col", help="array<float>, array<double> or ML vector column (default embedding)")
     p.add_argument("--unwanted", help="SQL predicate selecting the domain to forget")
     p.add_argument("--retained", help="SQL predicate of the domain to keep close to (default: NOT unwanted)")
-    p.add_argument("--seed", type=int, help="seed of the random rule (default 0)")
+    p.add_argument("--seed", type=int, help="seed of the random rule and of the downstream test split (default 0)")
     p.add_argument("--ridge", type=float, help="ridge lambda: adds lambda*trace(Sigma)/d*I (default 1e-6)")
     p.add_argument("--covariance", choices=COVARIANCES,
                    help="pooled covariance: ridge = as estimated, plus the --ridge term; oas = first shrunk "
@@ -39,17 +42,26 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
                    help="reliable checkpoints in this directory (survive a lost executor); the session must use it "
                         "as spark.checkpoint.dir, which a local session does (default: local checkpoints)")
     p.add_argument("--report", help="path of the JSON report")
-    p.add_argument("--label-col", help="class label a downstream classifier learns (numeric 0, 1, ... or string)")
-    p.add_argument("--test-fraction", type=float, help="share of rows held out by id hash for the downstream "
-                                                       "metrics (default 0.2)")
-    p.add_argument("--classifier", help="downstream pyspark.ml classifier, by class name or dotted path (default "
-                                        "LogisticRegression); its params: config key classifier_params")
-    p.add_argument("--max-iter", type=int, help="classifier's maxIter (logistic regression default 100; an error "
-                                                "for a classifier without it)")
-    p.add_argument("--reg-param", type=float, help="classifier's regParam (logistic regression L2 strength, default "
-                                                   "1e-4; an error for a classifier without it)")
-    p.add_argument("--rounds", type=int, help="rounds of refitting of the retrain_margin rule (default 10)")
     add_session_arguments(p)
+
+
+def downstream_group(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The flags of the downstream objective (``--objective downstream``), shared by ``unlearn`` and
+    ``evaluate``, in a help group of their own; each command adds its own to the group it returns."""
+    g = p.add_argument_group("downstream objective", "used only with --objective downstream: a classifier "
+                                                     "retrained on the edited rows")
+    g.add_argument("--label-col", help="class label the classifier learns (numeric 0, 1, ... or string); required "
+                                       "by --objective downstream")
+    g.add_argument("--test-fraction", type=float, help="share of rows held out by id hash for the downstream "
+                                                       "metrics (default 0.2)")
+    g.add_argument("--classifier", help="pyspark.ml classifier, by class name or dotted path (default "
+                                        "LogisticRegression); its params: config key classifier_params")
+    g.add_argument("--max-iter", type=int, help="classifier's maxIter (logistic regression default 100; an error "
+                                                "for a classifier without it)")
+    g.add_argument("--reg-param", type=float, help="classifier's regParam (logistic regression L2 strength, default "
+                                                   "1e-4; an error for a classifier without it)")
+    g.add_argument("--rounds", type=int, help="rounds of refitting of the retrain_margin rule (default 10)")
+    return g
 
 
 def add_session_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,21 +77,25 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
 def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``unlearn``."""
     add_source_arguments(p)
-    p.add_argument("--alpha", type=float, help="removal target KL(p1||p_f) >= alpha, nats")
-    p.add_argument("--epsilon", type=float, help="preservation bound KL(p2||p_f) <= epsilon, nats")
-    p.add_argument("--alpha-rel", type=float,
-                   help="alpha relative to doing nothing (0) and full removal (1); default 0.5")
-    p.add_argument("--epsilon-rel", type=float, help="epsilon relative to KL(p2||p_0) today; default 1.0")
     p.add_argument("--objective", choices=OBJECTIVES,
                    help="kl (default): meet the KL thresholds; downstream: the fewest deletions at which a "
                         "classifier retrained on the edited rows forgets the domain (needs --label-col)")
-    p.add_argument("--downstream-target", type=float,
-                   help="downstream: forget-domain accuracy this far from the all-data model's to the full-removal "
-                        "model's (default 0.5: halfway)")
-    p.add_argument("--retained-tolerance", type=float,
-                   help="downstream: largest drop of the retained-domain accuracy (default 0.01)")
-    p.add_argument("--budget-steps", type=int,
-                   help="downstream: the budget is searched in steps of 1/N of the unwanted rows (default 100)")
+    kl = p.add_argument_group("KL thresholds", "the removal target (--objective kl) and the preservation bound "
+                                               "(both objectives); one of each pair")
+    kl.add_argument("--alpha", type=float, help="removal target KL(p1||p_f) >= alpha, nats")
+    kl.add_argument("--alpha-rel", type=float,
+                    help="alpha relative to doing nothing (0) and full removal (1); default 0.5")
+    kl.add_argument("--epsilon", type=float, help="preservation bound KL(p2||p_f) <= epsilon, nats")
+    kl.add_argument("--epsilon-rel", type=float, help="epsilon relative to KL(p2||p_0) today; default 1.0")
+    down = downstream_group(p)
+    down.add_argument("--downstream-target", type=float,
+                      help="forget-domain accuracy this far from the all-data model's to the full-removal model's "
+                           "(default 0.5: halfway)")
+    down.add_argument("--retained-tolerance", type=float,
+                      help="largest drop of the retained-domain accuracy (default 0.01)")
+    down.add_argument("--budget-steps", type=int, metavar="N",
+                      help="the budget is chosen among the N+1 budgets 0, 1/N, ..., 1 of the unwanted rows "
+                           "(default 100)")
     p.add_argument("--rule", choices=RULE_CHOICES,
                    help="scoring rule (default auto: evaluate all, keep the fewest deletions). "
                         + "; ".join(f"{k}: {v}" for k, v in RULE_HELP.items()))
@@ -113,11 +129,21 @@ def add_unlearn_arguments(p: argparse.ArgumentParser) -> None:
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``evaluate``."""
     add_source_arguments(p)
-    p.add_argument("--rules", help=f"comma list of rules to compare (default all: {','.join(RULES)})")
-    p.add_argument("--points", type=int, help="budgets sampled per curve (default 101)")
-    p.add_argument("--downstream", action="store_true", default=None,
-                   help="also retrain the downstream classifier at a grid of budgets per rule (needs --label-col)")
-    p.add_argument("--downstream-grid", help="fractions of the unwanted rows deleted (default 0,0.1,0.25,0.5,0.75,0.9,1)")
+    p.add_argument("--rule", metavar="RULE[,RULE...]",
+                   help=f"comma list of rules to compare (default all: {', '.join(RULES)}; "
+                        f"{', '.join(DOWNSTREAM_RULES)} with --objective downstream)")
+    p.add_argument("--budget-steps", type=int, metavar="N",
+                   help="each curve is sampled at the N+1 budgets 0, 1/N, ..., 1 of the unwanted rows (default 100)")
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="kl (default): the KL curves, halving budgets and frontier; downstream: also retrain the "
+                        "classifier at the budgets of --downstream-grid per rule (needs --label-col)")
+    down = downstream_group(p)
+    down.add_argument("--downstream-grid", help="fractions of the unwanted rows deleted (default "
+                                                "0,0.1,0.25,0.5,0.75,0.9,1)")
+    # the old spellings: read only to stop with one line naming the new one (config.RENAMED)
+    p.add_argument("--rules", help=argparse.SUPPRESS)
+    p.add_argument("--points", help=argparse.SUPPRESS)
+    p.add_argument("--downstream", action="store_true", default=None, help=argparse.SUPPRESS)
 
 
 def add_erasure_parsers(sub) -> None:
@@ -166,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_unlearn_arguments(sub.add_parser("unlearn", help="plan and apply a distributional deletion",
                                          epilog=EXIT_CODES))
     add_evaluate_arguments(sub.add_parser("evaluate", help="budget curves, halving budgets and frontier of every rule",
-                                          epilog="exit codes: 0 done, 1 bad input or failure"))
+                                          epilog=EVALUATE_EXIT_CODES))
     add_embed_parser(sub)
     demo = sub.add_parser("demo", help="create a demo lakehouse table and run unlearn on it")
     add_unlearn_arguments(demo)
@@ -179,8 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the edited Delta table, path or catalog name (the source of an in-place run); "
                              "required without --config")
     verify.add_argument("--run-id", required=True)
-    verify.add_argument("--ledger", help="run ledger (default distunlearn_ledger beside the manifest, as unlearn)")
-    verify.add_argument("--manifest", help="manifest (default <source>_manifest, as unlearn)")
+    verify.add_argument("--ledger", help="run ledger (default: distunlearn_ledger beside --manifest when given, "
+                                         "else in the folder or database of --source, beside its default "
+                                         "<source>_manifest, as unlearn)")
+    verify.add_argument("--manifest", help="manifest the deleted ids are read from (default: the one the run "
+                                           "recorded in the ledger); the default ledger is looked for beside it")
     for flag in ("--id-col", "--vector-col", "--unwanted", "--retained"):
         verify.add_argument(flag, help="default: as the run recorded it")
     add_session_arguments(verify)
@@ -226,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distunlearn: infeasible: {exc}", file=sys.stderr)
         return exc.exit_code
     except DistunlearnError as exc:
-        print(f"distunlearn: error: {exc}", file=sys.stderr)
+        print(f"distunlearn: error: {message(exc, flag)}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last thing a user sees is one line, not a JVM trace
         from distunlearn.spark.table import first_line

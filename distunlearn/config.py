@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distunlearn.core.gaussian import COVARIANCES
 from distunlearn.core.rules import DOWNSTREAM_RULES, RULES
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import DistunlearnError, ParameterError, UsageError
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB
 from distunlearn.spark.table import TableRef
 
@@ -61,22 +61,24 @@ class SourceConfig:
         if isinstance(self.source, str):
             TableRef.parse(self.source)  # a malformed name fails here, before any work
         if self.format not in ("delta", "parquet"):
-            raise DistunlearnError(f"--format must be delta or parquet, got {self.format!r}")
+            raise ParameterError(f"{{format}} must be delta or parquet, got {self.format!r}", "format")
         if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
-            raise DistunlearnError(f"--ridge must be a finite number >= 0, got {self.ridge}")
+            raise ParameterError(f"{{ridge}} must be a finite number >= 0, got {self.ridge}", "ridge")
         if self.covariance not in COVARIANCES:
-            raise DistunlearnError(f"--covariance must be one of {', '.join(COVARIANCES)}, got {self.covariance!r}")
+            raise ParameterError(f"{{covariance}} must be one of {', '.join(COVARIANCES)}, got {self.covariance!r}",
+                                 "covariance")
         if self.order_chunks is not None and self.order_chunks < 1:
-            raise DistunlearnError("--order-chunks must be >= 1")
+            raise ParameterError("{order_chunks} must be >= 1", "order_chunks")
         if not (isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1):
-            raise DistunlearnError(f"--test-fraction must be between 0 and 1, got {self.test_fraction}")
+            raise ParameterError(f"{{test_fraction}} must be between 0 and 1, got {self.test_fraction}", "test_fraction")
         if (self.max_iter is not None and self.max_iter < 1) or \
                 (self.reg_param is not None and not (math.isfinite(self.reg_param) and self.reg_param >= 0)):
-            raise DistunlearnError("--max-iter must be >= 1 and --reg-param a finite number >= 0")
+            raise ParameterError("{max_iter} must be >= 1 and {reg_param} a finite number >= 0", "max_iter", "reg_param")
         if not (isinstance(self.rounds, int) and 1 <= self.rounds <= 1000):
-            raise DistunlearnError(f"--rounds must be an integer from 1 to 1000, got {self.rounds}")
+            raise ParameterError(f"{{rounds}} must be an integer from 1 to 1000, got {self.rounds}", "rounds")
         if not isinstance(self.classifier_params, dict):
-            raise DistunlearnError("classifier_params must be a table of the classifier's params, e.g. {maxDepth = 5}")
+            raise ParameterError("{classifier_params} must be a table of the classifier's params, e.g. {maxDepth = 5}",
+                                 "classifier_params")
 
     @property
     def downstream_classifier(self) -> "Classifier":
@@ -89,7 +91,7 @@ class SourceConfig:
         for key, param in (("max_iter", "maxIter"), ("reg_param", "regParam")):
             value = getattr(self, key)
             if value is not None and not Classifier(self.classifier).estimator().hasParam(param):
-                raise DistunlearnError(f"--{key.replace('_', '-')} does not apply to {self.classifier} (no {param})")
+                raise ParameterError(f"{{{key}}} does not apply to {self.classifier} (no {param})", key)
             if value is not None or lr:
                 params[param] = LR_DEFAULTS[key] if value is None else value
         return Classifier(self.classifier, {**params, **self.classifier_params})
@@ -99,10 +101,12 @@ class SourceConfig:
         """Keys from ``path`` (TOML or JSON), then every override that is not None."""
         values = read_config_file(path) if path else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if cls is EvaluateConfig:
+            check_renamed(values)
         check_keys(values, cls, "unknown configuration key(s)")
         for required in ("source", "unwanted"):
             if not values.get(required):
-                raise DistunlearnError(f"--{required} is required (flag or config key {required!r})")
+                raise ParameterError(f"{{{required}}} is required (flag or config key {required!r})", required)
         return cls(**values)
 
 
@@ -141,49 +145,61 @@ class UnlearnConfig(SourceConfig):
             if isinstance(getattr(self, name), str):
                 TableRef.parse(getattr(self, name))
         if self.rule not in RULE_CHOICES:
-            raise DistunlearnError(f"--rule must be one of {', '.join(RULE_CHOICES)}, got {self.rule!r}")
+            raise ParameterError(f"{{rule}} must be one of {', '.join(RULE_CHOICES)}, got {self.rule!r}", "rule")
         for name in ("alpha", "epsilon", "alpha_rel", "epsilon_rel"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise DistunlearnError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+                raise ParameterError(f"{{{name}}} must be a finite number >= 0, got {value}", name)
         if self.alpha is not None and self.alpha_rel is not None:
-            raise DistunlearnError("give only one of --alpha and --alpha-rel")
+            raise ParameterError("give only one of {alpha} and {alpha_rel}", "alpha", "alpha_rel")
         if self.epsilon is not None and self.epsilon_rel is not None:
-            raise DistunlearnError("give only one of --epsilon and --epsilon-rel")
+            raise ParameterError("give only one of {epsilon} and {epsilon_rel}", "epsilon", "epsilon_rel")
         if self.in_place and self.output:
-            raise DistunlearnError("give either --output (a new edited table) or --in-place, not both")
+            raise ParameterError("give either {output} (a new edited table) or {in_place=True}, not both", "output",
+                                 "in_place")
         if not (self.dry_run or self.output or self.in_place):
-            raise DistunlearnError("give --output PATH for a new edited table, --in-place, or --dry-run to plan only")
+            raise ParameterError("give {output=PATH} for a new edited table, {in_place=True}, or {dry_run=True} to plan "
+                                 "only", "output", "in_place", "dry_run")
         if self.in_place and (self.format != "delta" or self.source_table is None):
-            raise DistunlearnError("--in-place edits a Delta table given by its path, URI or catalog name "
-                                   "(a Parquet source or a DataFrame cannot be edited in place)")
+            raise ParameterError("{in_place=True} edits a Delta table given by its path, URI or catalog name "
+                                 "(a Parquet source or a DataFrame cannot be edited in place)", "in_place")
         if self.purge and not self.in_place:
-            raise DistunlearnError("--purge erases deleted rows physically from the source: it needs --in-place")
+            raise ParameterError("{purge=True} erases deleted rows physically from the source: it needs {in_place=True}",
+                                 "purge", "in_place")
         if self.retention_hours is not None and not (math.isfinite(self.retention_hours) and self.retention_hours >= 0):
-            raise DistunlearnError(f"--retention-hours must be a finite number >= 0, got {self.retention_hours}")
+            raise ParameterError(f"{{retention_hours}} must be a finite number >= 0, got {self.retention_hours}",
+                                 "retention_hours")
         if self.objective not in OBJECTIVES:
-            raise DistunlearnError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+            raise ParameterError(f"{{objective}} must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
+                                 "objective")
         if self.objective != "downstream" and self.rule in DOWNSTREAM_RULES:
-            raise DistunlearnError(f"--rule {self.rule} retrains a classifier: it needs --objective downstream")
+            raise ParameterError(f"{{rule={self.rule}}} retrains a classifier: it needs {{objective=downstream}}", "rule",
+                                 "objective")
         if self.objective == "downstream":
             if not self.label_col:
-                raise DistunlearnError("--objective downstream needs --label-col, the class label the classifier learns")
+                raise ParameterError("{objective=downstream} needs {label_col}, the class label the classifier learns",
+                                     "objective", "label_col")
             if self.requests is not None:
-                raise DistunlearnError("--objective downstream does not take --requests: erase requested rows in a "
-                                       "run of their own first")
+                raise ParameterError("{objective=downstream} does not take {requests}: erase requested rows in a "
+                                     "run of their own first", "objective", "requests")
             if self.alpha is not None or self.alpha_rel is not None:
-                raise DistunlearnError("--objective downstream replaces --alpha/--alpha-rel by --downstream-target")
+                raise ParameterError("{objective=downstream} replaces {alpha}/{alpha_rel} by {downstream_target}",
+                                     "objective", "alpha", "alpha_rel", "downstream_target")
         if not (isinstance(self.downstream_target, (int, float)) and 0 < self.downstream_target <= 1):
-            raise DistunlearnError(f"--downstream-target must be in (0, 1], got {self.downstream_target}")
+            raise ParameterError(f"{{downstream_target}} must be in (0, 1], got {self.downstream_target}",
+                                 "downstream_target")
         if not (isinstance(self.retained_tolerance, (int, float)) and 0 <= self.retained_tolerance <= 1):
-            raise DistunlearnError(f"--retained-tolerance must be between 0 and 1, got {self.retained_tolerance}")
+            raise ParameterError(f"{{retained_tolerance}} must be between 0 and 1, got {self.retained_tolerance}",
+                                 "retained_tolerance")
         if not (isinstance(self.budget_steps, int) and 2 <= self.budget_steps <= 100_000):
-            raise DistunlearnError(f"--budget-steps must be an integer from 2 to 100000, got {self.budget_steps}")
+            raise ParameterError(f"{{budget_steps}} must be an integer from 2 to 100000, got {self.budget_steps}",
+                                 "budget_steps")
         if self.max_retries < 0:
-            raise DistunlearnError("--max-retries must be >= 0")
+            raise ParameterError("{max_retries} must be >= 0", "max_retries")
         if not (isinstance(self.broadcast_limit_mb, (int, float)) and math.isfinite(self.broadcast_limit_mb)
                 and self.broadcast_limit_mb >= 0):
-            raise DistunlearnError(f"--broadcast-limit-mb must be a finite number >= 0, got {self.broadcast_limit_mb}")
+            raise ParameterError(f"{{broadcast_limit_mb}} must be a finite number >= 0, got {self.broadcast_limit_mb}",
+                                 "broadcast_limit_mb")
 
     @property
     def thresholds(self) -> dict:
@@ -246,36 +262,79 @@ class UnlearnConfig(SourceConfig):
 
     def hash_key(self) -> bytes:
         """The HMAC key of ``--hash-ids``, from the environment variable ``DISTUNLEARN_HASH_KEY``."""
-        return env_hash_key("--hash-ids needs")
+        return env_hash_key("{hash_ids=True} needs", "hash_ids")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig(SourceConfig):
-    """Everything ``distunlearn evaluate`` needs: the rules to compare, how finely to sample their
-    curves, and the optional downstream retraining."""
+    """Everything ``distunlearn evaluate`` needs: the rules to compare (``rule``, a comma list or a tuple),
+    how finely to sample their curves (``budget_steps`` N: the budgets 0, 1/N, ..., 1 of the unwanted rows) and
+    the objective (``downstream`` adds a classifier retrained at the budgets of ``downstream_grid``)."""
 
-    rules: tuple = RULES
-    points: int = 101
-    downstream: bool = False
+    rule: tuple = RULES
+    budget_steps: int = 100
+    objective: str = "kl"
     downstream_grid: tuple = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+    @property
+    def downstream(self) -> bool:
+        """Whether the downstream classifier is retrained (``objective = "downstream"``)."""
+        return self.objective == "downstream"
 
     def __post_init__(self):
         super().__post_init__()
-        rules = tuple(r.strip() for r in self.rules.split(",")) if isinstance(self.rules, str) else tuple(self.rules)
+        rules = tuple(r.strip() for r in self.rule.split(",")) if isinstance(self.rule, str) else tuple(self.rule)
         grid = self.downstream_grid
         grid = tuple(sorted(float(g) for g in (grid.split(",") if isinstance(grid, str) else grid)))
-        object.__setattr__(self, "rules", rules)
+        object.__setattr__(self, "rule", rules)
         object.__setattr__(self, "downstream_grid", grid)
+        if self.objective not in OBJECTIVES:
+            raise ParameterError(f"{{objective}} must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
+                                 "objective")
         known = RULES + DOWNSTREAM_RULES if self.downstream else RULES
         if not rules or any(r not in known for r in rules):
-            raise DistunlearnError(f"--rules takes a comma list of {', '.join(known)}, got {','.join(rules)!r}"
-                                   + ("" if self.downstream else f" ({', '.join(DOWNSTREAM_RULES)}: with --downstream)"))
-        if not (isinstance(self.points, int) and self.points >= 2):
-            raise DistunlearnError(f"--points must be an integer >= 2, got {self.points}")
+            raise ParameterError(f"{{rule}} takes a comma list of {', '.join(known)}, got {','.join(rules)!r}"
+                                 + ("" if self.downstream else
+                                    f" ({', '.join(DOWNSTREAM_RULES)}: with {{objective=downstream}})"),
+                                 "rule", "objective")
+        if not (isinstance(self.budget_steps, int) and 1 <= self.budget_steps <= 100_000):
+            raise ParameterError(f"{{budget_steps}} must be an integer from 1 to 100000, got {self.budget_steps}",
+                                 "budget_steps")
         if self.downstream and not self.label_col:
-            raise DistunlearnError("--downstream needs --label-col, the class label the classifier learns")
+            raise ParameterError("{objective=downstream} needs {label_col}, the class label the classifier learns",
+                                 "objective", "label_col")
         if not grid or any(not (0 <= g <= 1) for g in grid):
-            raise DistunlearnError("--downstream-grid takes fractions between 0 and 1, e.g. 0,0.25,0.5,1")
+            raise ParameterError("{downstream_grid} takes fractions between 0 and 1, e.g. 0,0.25,0.5,1",
+                                 "downstream_grid")
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The rules compared, in order (``rule`` as a tuple)."""
+        return self.rule
+
+
+#: ``evaluate``'s config keys (and flags) of an earlier spelling: each stops the command with one line naming
+#: its replacement rather than being read some other way.
+RENAMED = {
+    "rules": "{rule} (a comma list of rules, as before)",
+    "points": "{budget_steps}, which counts steps between budgets: {points=101} is {budget_steps=100}",
+    "downstream": "{objective=downstream}",
+}
+
+
+class RenamedError(UsageError, ParameterError):
+    """An old spelling ``old`` of a parameter (a key of ``RENAMED``), named with its replacement (exit code 2)."""
+
+    def __init__(self, old: str):
+        ParameterError.__init__(self, f"{{{old}}} is no longer taken: use {RENAMED[old]}", old, "rule",
+                                "budget_steps", "objective")
+
+
+def check_renamed(values) -> None:
+    """Stop at the first of ``values`` (config keys or keyword names) that is an old spelling (``RENAMED``)."""
+    for old in RENAMED:
+        if old in values:
+            raise RenamedError(old)
 
 
 def check_keys(values: dict, cls, error: str, exclude: tuple = ()) -> None:
@@ -285,12 +344,14 @@ def check_keys(values: dict, cls, error: str, exclude: tuple = ()) -> None:
         raise DistunlearnError(f"{error}: {', '.join(unknown)}")
 
 
-def env_hash_key(needed_by: str) -> bytes:
+def env_hash_key(needed_by: str, *params: str) -> bytes:
     """The HMAC key of hashed ids and subject keys, from the environment variable ``DISTUNLEARN_HASH_KEY``;
-    one error line starting with ``needed_by`` when it is not set."""
+    one error line starting with ``needed_by`` when it is not set (a ``ParameterError`` template when it names
+    ``params``)."""
     key = os.environ.get(HASH_KEY_ENV, "")
     if not key:
-        raise DistunlearnError(f"{needed_by} the HMAC key in the environment variable {HASH_KEY_ENV}")
+        text = f"{needed_by} the HMAC key in the environment variable {HASH_KEY_ENV}"
+        raise ParameterError(text, *params) if params else DistunlearnError(text)
     return key.encode("utf-8")
 
 

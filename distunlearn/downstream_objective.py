@@ -40,7 +40,7 @@ def choose_downstream(spark: SparkSession, rows: DataFrame, fitted: Fitted, scor
                                 fit_partitions(model.n1 + model.n2, model.dim))
         detail.update(test_rows=downstream.test_rows["unwanted"] + downstream.test_rows["retained"],
                       partitions=downstream.partitions)
-    grid = [int(b) for b in budget_grid(n1, config.budget_steps + 1)]
+    grid = [int(b) for b in budget_grid(n1, config.budget_steps)]
     choices, orderings, searches, costs, best = [], {}, {}, {}, None
     try:
         anchors = _anchors(downstream, scored, n1)

@@ -11,7 +11,7 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import DistunlearnError, ParameterError
 from distunlearn.progress import phase
 
 if TYPE_CHECKING:
@@ -40,7 +40,8 @@ def _check_columns(df: DataFrame, text_col: str, vector_col: str) -> None:
         raise DistunlearnError(f"text column {text_col!r} has type {df.schema[text_col].dataType.simpleString()}; "
                                "expected string")
     if vector_col in df.columns:
-        raise DistunlearnError(f"vector column {vector_col!r} already in the source; choose another --vector-col")
+        raise ParameterError(f"vector column {vector_col!r} already in the source; choose another {{vector_col}}",
+                             "vector_col")
 
 
 def embed_table(spark: SparkSession, source: str, text_col: str, output: str, vector_col: str = "embedding",

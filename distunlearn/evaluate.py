@@ -15,7 +15,7 @@ from distunlearn.core.curves import (Curve, RandomExpectation, budget_grid, empi
                                      halving_thresholds)
 from distunlearn.core.selection import Removed, alpha_max
 from distunlearn.core.rules import DOWNSTREAM_RULES
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import ParameterError
 from distunlearn.pipeline import Domains, fit, read_labelled, score
 from distunlearn.progress import phase
 from distunlearn.spark.checkpoints import check_checkpoint_dir
@@ -32,7 +32,8 @@ DOWNSTREAM_RANDOM_METHOD = "one seeded draw: rows deleted in the order of a hash
 def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
     """The evaluation report (see ``README``: ``distunlearn evaluate``); writes the report files if asked."""
     if config.report and os.path.isdir(config.report):
-        raise DistunlearnError(f"--report {config.report} is a directory; give a file path such as out/eval.json")
+        raise ParameterError(f"{{report}} {config.report} is a directory; give a file path such as out/eval.json",
+                             "report")
     domains = Domains.of(config)
     check_checkpoint_dir(spark, config.checkpoint_dir)
     if config.downstream:
@@ -57,7 +58,7 @@ def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
             downstream = Downstream(labelled_rows, config.test_fraction, config.seed, config.downstream_classifier,
                                     fit_partitions(model.n1 + model.n2, model.dim))
             detail.update(partitions=downstream.partitions)
-    grid = budget_grid(model.n1, config.points)
+    grid = budget_grid(model.n1, config.budget_steps)
     halving = halving_thresholds(kl)
     ordered = tuple(r for r in config.rules if r != "random" or downstream is not None)
     scored = score(fitted, tuple(r for r in ordered if r not in DOWNSTREAM_RULES), config.seed, config.order_chunks)

@@ -265,7 +265,7 @@ def _checked_plan(spark: SparkSession, config: UnlearnConfig, run_id: str, plann
                   None if config.dry_run else config.manifest_table, config.report,
                   None if config.dry_run else config.ledger_table)
     if config.purge and not config.dry_run:   # a retention below the table's stops the run before any edit
-        check_retention(config.source_table.require_delta(spark, "--source").get("properties") or {},
+        check_retention(config.source_table.require_delta(spark, "{source}").get("properties") or {},
                         config.purge_retention_hours, config.only_writer, config.source_table)
     plan = dataclasses.replace(planned, config=config) if planned is not None else plan_unlearning(spark, config, run_id)
     if not plan.chosen.feasible:

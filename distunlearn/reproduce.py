@@ -63,7 +63,7 @@ def write_table(spark, table, path: str, partitions: int = 4) -> str:
 
 
 def gaussian_cases(spark, tables: str, dims=(1, 16, 384), n_unwanted: int = 2000, n_retained: int = 20000,
-                   points: int = 201, rules: tuple[str, ...] = RULES) -> list[Case]:
+                   budget_steps: int = 200, rule: tuple[str, ...] = RULES) -> list[Case]:
     cases = []
     for separability, shift in SHIFTS.items():
         for d in dims:
@@ -72,7 +72,8 @@ def gaussian_cases(spark, tables: str, dims=(1, 16, 384), n_unwanted: int = 2000
             cases.append(Case(name, f"gaussians_{separability}",
                               f"Gaussians, {separability} separability (shift {shift} on one axis, identity "
                               f"covariance), {d} dims, {n_unwanted:,} unwanted / {n_retained:,} retained",
-                              EvaluateConfig(source=path, unwanted="unwanted = 1", points=points, rules=rules)))
+                              EvaluateConfig(source=path, unwanted="unwanted = 1", budget_steps=budget_steps,
+                                             rule=rule)))
     return cases
 
 
@@ -91,8 +92,8 @@ def sms_case(spark, tables: str, grid=DOWNSTREAM_GRID) -> Case:
     embed_table(spark, raw, "text", path)
     return Case("sms_spam", "sms_spam", "SMS Spam Collection, 5,574 messages (747 spam), all-MiniLM-L6-v2 int8 "
                 "ONNX embeddings (384 dims); forget spam",
-                EvaluateConfig(source=path, unwanted="label = 1", ridge=1e-3, downstream=True, label_col="label",
-                               downstream_grid=grid, rules=RULES + DOWNSTREAM_RULES))
+                EvaluateConfig(source=path, unwanted="label = 1", ridge=1e-3, objective="downstream",
+                               label_col="label", downstream_grid=grid, rule=RULES + DOWNSTREAM_RULES))
 
 
 def fashion_case(spark, tables: str, dims: int = 64, grid=DOWNSTREAM_GRID) -> Case:
@@ -108,10 +109,10 @@ def fashion_case(spark, tables: str, dims: int = 64, grid=DOWNSTREAM_GRID) -> Ca
     forget = FASHION_MNIST_CLASSES[FASHION_FORGET]
     return Case("fashion_mnist", "fashion_mnist",
                 f"Fashion-MNIST, 70,000 images, PCA-{dims} of the pixels; forget class {FASHION_FORGET} ({forget})",
-                EvaluateConfig(source=path, unwanted=f"label = {FASHION_FORGET}", downstream=True, label_col="label",
-                               downstream_grid=grid, rules=("distance_to_retained", "likelihood_ratio",
-                                                            "mahalanobis_to_retained", "ambiguous_first", "random",
-                                                            *DOWNSTREAM_RULES)))
+                EvaluateConfig(source=path, unwanted=f"label = {FASHION_FORGET}", objective="downstream",
+                               label_col="label", downstream_grid=grid,
+                               rule=("distance_to_retained", "likelihood_ratio", "mahalanobis_to_retained",
+                                     "ambiguous_first", "random", *DOWNSTREAM_RULES)))
 
 
 def run_case(spark, case: Case, out: str) -> dict:

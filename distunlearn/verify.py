@@ -32,9 +32,9 @@ class Check:
 def verify_run(spark: SparkSession, source, run_id: str, ledger=None, manifest=None,
                hash_key: bytes | None = None, **domain_overrides) -> list[Check]:
     """Recompute the KLs with the run's model and thresholds, look for deleted ids in the table, and
-    (after a purge) for the files that held them. Tables are paths, URIs or catalog names; the manifest
-    and the ledger default as for ``unlearn``: ``<source>_manifest``, and ``distunlearn_ledger`` beside
-    the manifest."""
+    (after a purge) for the files that held them. Tables are paths, URIs or catalog names; the ledger
+    defaults as for ``unlearn``: ``distunlearn_ledger`` beside the manifest, given or ``<source>_manifest``;
+    the manifest read defaults to the one the run recorded in the ledger."""
     table = TableRef.parse(source)
     ledger = TableRef.parse(ledger) if ledger else default_ledger(
         TableRef.parse(manifest) if manifest else table.child("_manifest"))
@@ -98,7 +98,7 @@ def _purged_files(spark: SparkSession, table: TableRef, report: dict) -> Check:
         return Check("purged files gone", deleted == 0, "the run deleted no row: no file held a deleted row"
                      if deleted == 0 else f"UNKNOWN: the run deleted {deleted} rows but recorded no file")
     try:
-        stored = table_files(spark, table.require_delta(spark, "--source")["location"])
+        stored = table_files(spark, table.require_delta(spark, "{source}")["location"])
     except Exception as exc:  # noqa: BLE001 - a check that cannot look must not pass
         return Check("purged files gone", False, f"UNKNOWN: cannot list {table.text}: {first_line(exc)}")
     left = set(files) & stored

@@ -12,7 +12,7 @@ from distunlearn.core.moments import DomainMoments, merge_all
 from distunlearn.core.rules import RULES, score_rows
 from distunlearn.core.selection import (EditedKL, Thresholds, alpha_max, choose_budget, deletion_order, scan_chunk,
                                         select_smallest_budget)
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import DistunlearnError, ParameterError, flag
 from distunlearn.synthetic import gaussian_domains
 
 
@@ -55,8 +55,10 @@ def test_pooled_gaussian_kl_matches_reference():
 def test_singular_covariance_needs_ridge():
     rng = np.random.default_rng(0)
     x1, x2 = rng.standard_normal((2, 6)), rng.standard_normal((3, 6))
-    with pytest.raises(DistunlearnError, match="--ridge"):
+    with pytest.raises(ParameterError, match=r"pass ridge > 0 \(e.g. ridge=1e-3\)") as raised:
         fit(x1, x2, ridge=0.0)
+    assert raised.value.parameter == "ridge" and "--" not in str(raised.value)
+    assert raised.value.spelled(flag).endswith("pass --ridge > 0 (e.g. --ridge 1e-3)")
     assert fit(x1, x2, ridge=1e-3).kappa > 0
 
 
@@ -105,7 +107,7 @@ def test_oas_model_whitens_by_the_shrunk_covariance():
     # "ridge" keeps the unshrunk pooled covariance
     np.testing.assert_allclose(PooledGaussian.fit(u, r, ridge=1e-6, covariance="ridge").sigma,
                                reference.pooled_covariance(x1, x2), rtol=1e-10)
-    with pytest.raises(DistunlearnError, match="--covariance must be one of ridge, oas, got 'ledoit'"):
+    with pytest.raises(DistunlearnError, match="^covariance must be one of ridge, oas, got 'ledoit'"):
         PooledGaussian.fit(u, r, covariance="ledoit")
 
 

@@ -57,7 +57,7 @@ def test_searched_budget_equals_an_exhaustive_scan_and_keeps_the_kl_bound(spark,
     labelled = read_labelled(spark, path, "delta", Domains.of(cfg), label_col="label")
     downstream = Downstream(labelled.rows, cfg.test_fraction, cfg.seed, cfg.downstream_classifier, 1)
     ordering = plan.orderings[RULE]
-    grid = [int(b) for b in budget_grid(n1, STEPS + 1)]
+    grid = [int(b) for b in budget_grid(n1, STEPS)]
     ranked = downstream.with_ranks(ordering.deleted(n1))
     fits = {f.budget: f for f in downstream.fit(ranked, grid)}
     target = Target.between(fits[0], fits[n1], 0.5, 0.01)

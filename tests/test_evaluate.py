@@ -55,7 +55,7 @@ def test_sampled_curve_equals_refitted_kls_at_every_grid_budget_in_any_chunking(
     model = PooledGaussian.fit(DomainMoments.from_rows(x1), DomainMoments.from_rows(x2))
     kl, y = EditedKL.from_model(model), model.whiten(x1)
     order = deletion_order(score_rows("likelihood_ratio", model, x1, y), np.arange(40))
-    grid = budget_grid(40, 9)
+    grid = budget_grid(40, 8)
     removal, preservation = reference.curves(x1, x2, order, reference.pooled_covariance(x1, x2))
     for cuts in ([40], [7, 33], [1, 1, 38]):
         parts, f0 = [], 0
@@ -125,7 +125,7 @@ def gaussian_source(spark, tmp_path_factory):
 
 def test_halving_fractions_agree_with_independent_numpy_within_0_01(spark, gaussian_source, tmp_path):
     path, x1, x2, ids = gaussian_source
-    report = evaluate(spark, EvaluateConfig(source=path, unwanted=UNWANTED, points=41,
+    report = evaluate(spark, EvaluateConfig(source=path, unwanted=UNWANTED, budget_steps=40,
                                             report=str(tmp_path / "out" / "eval.json")))
     for rule in DETERMINISTIC:
         assert report["rules"][rule]["halving_fraction"] == pytest.approx(reference_halving(x1, x2, ids, rule),
@@ -152,7 +152,7 @@ def test_one_dimensional_low_separability_reproduces_the_papers_gap_to_random(sp
     x1, x2 = gaussians(2000, 20000, 1, 0.2, seed=5)
     path = write_delta(spark, domain_table(x1, x2), tmp_path / "one_d")
     report = evaluate(spark, EvaluateConfig(source=path, unwanted=UNWANTED,
-                                            rules=("distance_to_retained", "likelihood_ratio", "random")))
+                                            rule=("distance_to_retained", "likelihood_ratio", "random")))
     paper_rule = report["rules"]["distance_to_retained"]["halving_fraction"]
     random = report["rules"]["random"]["halving_fraction"]
     assert paper_rule < 0.3 and random > 0.4 and random - paper_rule > 0.2, (paper_rule, random)
@@ -164,8 +164,8 @@ def test_downstream_retraining_forgets_the_domain_and_keeps_the_rest(spark, tmp_
     table = domain_table(x1, x2).append_column("label", [np.r_[np.ones(240), np.zeros(1200)].astype(np.int64)])
     path = write_delta(spark, table, tmp_path / "labelled")
     rules = ("likelihood_ratio", "random", "retrain_margin")
-    report = evaluate(spark, EvaluateConfig(source=path, unwanted="label = 1", rules=rules, rounds=3,
-                                            points=11, downstream=True, label_col="label",
+    report = evaluate(spark, EvaluateConfig(source=path, unwanted="label = 1", rule=rules, rounds=3,
+                                            budget_steps=10, objective="downstream", label_col="label",
                                             downstream_grid=(0.0, 0.5, 1.0)))
     down = report["downstream"]
     assert down["test_rows"]["unwanted"] + down["test_rows"]["retained"] > 0.1 * 1440
@@ -185,12 +185,15 @@ def test_downstream_retraining_forgets_the_domain_and_keeps_the_rest(spark, tmp_
 def test_cli_writes_report_and_rejects_bad_flags(spark, gaussian_source, tmp_path, capsys):
     path = gaussian_source[0]
     out = tmp_path / "cli" / "eval.json"
-    assert main(["evaluate", "--source", path, "--unwanted", UNWANTED, "--rules", "likelihood_ratio,random",
-                 "--points", "11", "--report", str(out), "--quiet"]) == 0
+    assert main(["evaluate", "--source", path, "--unwanted", UNWANTED, "--rule", "likelihood_ratio,random",
+                 "--budget-steps", "10", "--report", str(out), "--quiet"]) == 0
     assert "likelihood_ratio" in capsys.readouterr().out
-    assert set(json.loads(out.read_text())["rules"]) == {"likelihood_ratio", "random"}
-    for bad, message in ((["--rules", "nope"], "--rules"), (["--downstream"], "--label-col"),
-                         (["--points", "1"], "--points"), (["--report", str(tmp_path)], "is a directory")):
+    written = json.loads(out.read_text())
+    assert set(written["rules"]) == {"likelihood_ratio", "random"}
+    assert len(written["rules"]["likelihood_ratio"]["curve"]["f"]) == 11   # 10 steps: 11 budgets
+    for bad, message in ((["--rule", "nope"], "--rule "), (["--objective", "downstream"], "--label-col"),
+                         (["--rule", "retrain_margin"], "with --objective downstream"),
+                         (["--budget-steps", "0"], "--budget-steps"), (["--report", str(tmp_path)], "is a directory")):
         assert main(["evaluate", "--source", path, "--unwanted", UNWANTED, "--quiet", *bad]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("distunlearn: error:") and message in err[-1], err

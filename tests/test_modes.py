@@ -182,7 +182,7 @@ def test_in_place_purge_with_requests_and_hashed_ids_then_verify(mode, data, mon
 
 def test_evaluate_halving_budget_matches_brute_force(mode, data):
     source = mode.table(data["table"], "evaluated")
-    config = EvaluateConfig(source=source, rules=("likelihood_ratio",), points=11, **DOMAINS)
+    config = EvaluateConfig(source=source, rule=("likelihood_ratio",), budget_steps=10, **DOMAINS)
     report = evaluate(mode.spark, config)
     x1, x2 = data["x1"], data["x2"]
     model = PooledGaussian.fit(DomainMoments.from_rows(x1), DomainMoments.from_rows(x2), 1e-6)

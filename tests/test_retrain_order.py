@@ -128,7 +128,7 @@ def test_random_forest_budget_equals_the_one_searched_on_filtered_fits(spark, ov
             fits.append(Fit(b, accuracy[UNWANTED], accuracy[RETAINED]))
         return fits
 
-    grid = [int(b) for b in budget_grid(n1, cfg.budget_steps + 1)]
+    grid = [int(b) for b in budget_grid(n1, cfg.budget_steps)]
     anchors = {f.budget: f for f in filtered([0, n1])}
     assert anchors[0].forget == pytest.approx(down["all_data"]["forget_accuracy"], abs=1e-12)
     preservation = ordering.curve(plan.kl, np.asarray(grid)).preservation

@@ -32,11 +32,11 @@ class Curve:
                    np.concatenate([p.preservation for p in parts])[order])
 
 
-def budget_grid(n1: int, points: int) -> np.ndarray:
-    """About ``points`` budgets from 0 to ``n1`` inclusive, evenly spaced, distinct."""
-    if points < 2:
-        raise ValueError("a curve needs at least 2 points")
-    return np.unique(np.rint(np.linspace(0, n1, points)).astype(np.int64))
+def budget_grid(n1: int, steps: int) -> np.ndarray:
+    """The budgets 0, n1/steps, ..., n1 (``steps`` + 1 of them, rounded to rows; fewer when rows repeat)."""
+    if steps < 1:
+        raise ValueError("a curve needs at least 1 step")
+    return np.unique(np.rint(np.linspace(0, n1, steps + 1)).astype(np.int64))
 
 
 def halving_thresholds(kl: EditedKL) -> Thresholds:

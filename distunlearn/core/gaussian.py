@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distunlearn.core.moments import DomainMoments
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import DistunlearnError, ParameterError
 
 COVARIANCES = ("ridge", "oas")
 
@@ -39,13 +39,15 @@ class PooledGaussian:
         can leave one: weight 0 with one feature, a weight near 0 with many rows, an all-zero covariance).
         """
         if covariance not in COVARIANCES:
-            raise DistunlearnError(f"--covariance must be one of {', '.join(COVARIANCES)}, got {covariance!r}")
+            raise ParameterError(f"{{covariance}} must be one of {', '.join(COVARIANCES)}, got {covariance!r}",
+                                 "covariance")
         if unwanted.n == 0:
-            raise DistunlearnError("the unwanted domain is empty: --unwanted matches no row")
+            raise ParameterError("the unwanted domain is empty: {unwanted} matches no row", "unwanted")
         if retained.n == 0:
-            raise DistunlearnError("the retained domain is empty: --retained matches no row")
+            raise ParameterError("the retained domain is empty: {retained} (default: not {unwanted}) matches no row",
+                                 "retained", "unwanted")
         if ridge < 0 or not np.isfinite(ridge):
-            raise DistunlearnError(f"--ridge must be a finite number >= 0, got {ridge}")
+            raise ParameterError(f"{{ridge}} must be a finite number >= 0, got {ridge}", "ridge")
         d = unwanted.dim
         dof = max(unwanted.n + retained.n - 2, 1)
         sigma = (unwanted.m2 + retained.m2) / dof
@@ -58,9 +60,9 @@ class PooledGaussian:
             sigma = sigma + ridge * (trace / d if trace > 0 else 1.0) * np.eye(d)
         whitener = _inverse_cholesky(sigma)
         if whitener is None:
-            raise DistunlearnError(
+            raise ParameterError(
                 f"the pooled covariance is singular ({unwanted.n + retained.n} rows, {d} dims): "
-                "pass --ridge > 0 (e.g. --ridge 1e-3)")
+                "pass {ridge} > 0 (e.g. {ridge=1e-3})", "ridge")
         return cls(unwanted.n, retained.n, unwanted.mean, retained.mean, sigma, whitener, shrinkage)
 
     @classmethod

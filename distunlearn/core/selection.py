@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from distunlearn.core.gaussian import PooledGaussian
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import ParameterError
 
 
 # Threshold comparisons tolerate rounding: a relative error of 1e-9 on either KL, and 1e-12 nats near zero.
@@ -82,13 +82,13 @@ class Thresholds:
     def resolve(cls, kl: EditedKL, alpha=None, epsilon=None, alpha_rel=None, epsilon_rel=None) -> "Thresholds":
         """Nats from absolute or relative thresholds (METHOD.md): exactly one of each pair."""
         for name, value in (("alpha", alpha), ("epsilon", epsilon),
-                            ("alpha-rel", alpha_rel), ("epsilon-rel", epsilon_rel)):
+                            ("alpha_rel", alpha_rel), ("epsilon_rel", epsilon_rel)):
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise DistunlearnError(f"--{name} must be a finite number >= 0, got {value}")
+                raise ParameterError(f"{{{name}}} must be a finite number >= 0, got {value}", name)
         if (alpha is None) == (alpha_rel is None):
-            raise DistunlearnError("give exactly one of --alpha and --alpha-rel")
+            raise ParameterError("give exactly one of {alpha} and {alpha_rel}", "alpha", "alpha_rel")
         if (epsilon is None) == (epsilon_rel is None):
-            raise DistunlearnError("give exactly one of --epsilon and --epsilon-rel")
+            raise ParameterError("give exactly one of {epsilon} and {epsilon_rel}", "epsilon", "epsilon_rel")
         removal0, preservation0 = kl.before
         if alpha is None:
             alpha = removal0 + alpha_rel * (kl.kappa - removal0)

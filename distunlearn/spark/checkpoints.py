@@ -9,7 +9,7 @@ import os
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import ParameterError
 
 CHECKPOINT_DIR_CONF = "spark.checkpoint.dir"
 
@@ -44,8 +44,9 @@ def check_checkpoint_dir(spark: SparkSession, checkpoint_dir: str | None) -> Non
         return
     configured = spark.conf.get(CHECKPOINT_DIR_CONF, None) or None
     if configured is None:
-        raise DistunlearnError(f"--checkpoint-dir {checkpoint_dir}: this Spark session has no {CHECKPOINT_DIR_CONF}; "
-                               f"start the cluster (or spark-submit) with --conf {CHECKPOINT_DIR_CONF}={checkpoint_dir}")
+        raise ParameterError(f"{{checkpoint_dir}} {checkpoint_dir}: this Spark session has no {CHECKPOINT_DIR_CONF}; "
+                             f"start the cluster (or spark-submit) with --conf {CHECKPOINT_DIR_CONF}={checkpoint_dir}",
+                             "checkpoint_dir")
     if normal_dir(configured) != normal_dir(checkpoint_dir):
-        raise DistunlearnError(f"--checkpoint-dir {checkpoint_dir}: this Spark session checkpoints to {configured} "
-                               f"({CHECKPOINT_DIR_CONF}); give that directory or none")
+        raise ParameterError(f"{{checkpoint_dir}} {checkpoint_dir}: this Spark session checkpoints to {configured} "
+                             f"({CHECKPOINT_DIR_CONF}); give that directory or none", "checkpoint_dir")

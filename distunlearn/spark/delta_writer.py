@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StringType, StructField, StructType
 
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import ParameterError
 from distunlearn.spark.session import run_session_reading
 from distunlearn.spark.keys import KeySet
 from distunlearn.spark.source import col
@@ -49,17 +49,17 @@ def check_targets(spark: SparkSession, source: TableRef | None, output: TableRef
                   manifest: TableRef | None, report: str | None, ledger: TableRef | None = None) -> None:
     """Before any work: the edited table goes to a new, empty location; no two targets collide; every
     table written by name has its database; the report's folder exists."""
-    for table, flag in ((output, "--output"), (manifest, "--manifest"), (ledger, "--ledger")):
+    for table, label in ((output, "{output}"), (manifest, "{manifest}"), (ledger, "{ledger}")):
         if table is not None:
-            table.check_writable(spark, flag)
+            table.check_writable(spark, label)
     if output and source and output.same_as(source, spark):
-        raise DistunlearnError("--output is the source table; write the edited table to another path")
+        raise ParameterError("{output} is the source table; write the edited table to another path", "output")
     if output and output.holds_data(spark):
-        raise DistunlearnError(f"--output {output.text} already holds data; choose a new path or table name")
+        raise ParameterError(f"{{output}} {output.text} already holds data; choose a new path or table name", "output")
     if manifest and ((source and manifest.same_as(source, spark)) or (output and manifest.same_as(output, spark))):
-        raise DistunlearnError("--manifest must be a table of its own, not the source or the output table")
+        raise ParameterError("{manifest} must be a table of its own, not the source or the output table", "manifest")
     if report and not os.path.isdir(os.path.dirname(os.path.abspath(report))):
-        raise DistunlearnError(f"--report {report}: folder {os.path.dirname(report) or '.'} does not exist")
+        raise ParameterError(f"{{report}} {report}: folder {os.path.dirname(report) or '.'} does not exist", "report")
 
 
 def warn_if_unsafe_s3_writes(spark: SparkSession, *tables: TableRef | None) -> bool:
@@ -81,11 +81,11 @@ def check_manifest(spark: SparkSession, manifest: TableRef, id_type: DataType) -
     if not manifest.holds_data(spark):
         return
     if not manifest.is_delta(spark):
-        raise DistunlearnError(f"--manifest {manifest.text} holds data that is not a Delta table")
+        raise ParameterError(f"{{manifest}} {manifest.text} holds data that is not a Delta table", "manifest")
     existing = manifest.read(spark).schema
     if tuple(existing.fieldNames()) != MANIFEST_COLUMNS or existing["id"].dataType != id_type:
-        raise DistunlearnError(f"--manifest {manifest.text} is a Delta table of another shape (expected columns "
-                               f"{', '.join(MANIFEST_COLUMNS)} with id of type {id_type.simpleString()})")
+        raise ParameterError(f"{{manifest}} {manifest.text} is a Delta table of another shape (expected columns "
+                             f"{', '.join(MANIFEST_COLUMNS)} with id of type {id_type.simpleString()})", "manifest")
 
 
 def committed_version(spark: SparkSession, table: TableRef, run_id: str, operations=("WRITE", "MERGE"),

@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from distunlearn.core.budget_search import Fit
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import DistunlearnError, ParameterError
 from distunlearn.spark.keys import SHUFFLE_JOIN
 from distunlearn.spark.source import RETAINED, UNWANTED
 
@@ -109,9 +109,9 @@ class Downstream:
         counts = {r["domain"]: r["count"] for r in self.test.groupBy("domain").count().collect()}
         self.test_rows = {"unwanted": counts.get(UNWANTED, 0), "retained": counts.get(RETAINED, 0)}
         if not self.test_rows["unwanted"] or not self.test_rows["retained"]:
-            raise DistunlearnError(f"the test split holds {self.test_rows['unwanted']} unwanted and "
-                                   f"{self.test_rows['retained']} retained rows with a label: both domains need "
-                                   "test rows (raise --test-fraction)")
+            raise ParameterError(f"the test split holds {self.test_rows['unwanted']} unwanted and "
+                                 f"{self.test_rows['retained']} retained rows with a label: both domains need "
+                                 "test rows (raise {test_fraction})", "test_fraction")
 
     def with_ranks(self, ranks: DataFrame) -> DataFrame:
         """Training rows with the deletion rank (1 = deleted first) of the unwanted ones, null for others;

@@ -130,8 +130,8 @@ def _merge(spark: SparkSession, edit: LiveEdit, keys: DataFrame, size: KeySet, c
             done = "nothing of this run was committed" if step == 0 else \
                 "the run's MERGE of its planned rows committed, its MERGE by request key did not"
             raise ConflictError(f"{edit.table.text}: the MERGE conflicted with another writer {attempt + 1} "
-                                f"time(s), last {line}; {done}; rerun with --run-id {edit.run_id} (and a larger "
-                                f"--max-retries) once the writer pauses")
+                                f"time(s), last {line}; {done}; rerun with {{run_id={edit.run_id}}} (and a larger "
+                                f"{{max_retries}}) once the writer pauses", "run_id", "max_retries")
         pause = min(MAX_PAUSE_SECONDS, 2.0 ** attempt) * (0.5 + random.random())
         log.warning("%s: %s; the MERGE committed nothing and starts again in %.1f s (retry %d of %d)",
                     edit.table.text, line, pause, attempt + 1, edit.max_retries)
@@ -145,7 +145,7 @@ def _version_of(spark: SparkSession, table: TableRef, exc: BaseException, since:
     if other.get("version") is not None or other.get("timestamp") is None:
         return other.get("version")
     try:
-        location = table.require_delta(spark, "--source")["location"]
+        location = table.require_delta(spark, "{source}")["location"]
         versions = list(range(since + 1, table.latest_version(spark) + 1))
         row = table.commit_actions(spark, location, versions).where(
             F.get_json_object("value", "$.commitInfo.timestamp").cast("long") == int(other["timestamp"])) \
@@ -215,7 +215,7 @@ def removed_files(spark: SparkSession, table: TableRef, versions: list[int]) -> 
     as change data: the files that held the rows those commits deleted."""
     if not versions:
         return []
-    location = table.require_delta(spark, "--source")["location"]
+    location = table.require_delta(spark, "{source}")["location"]
     actions = table.commit_actions(spark, location, versions).select(
         F.get_json_object("value", "$.remove.path").alias("removed"),
         F.get_json_object("value", "$.cdc.path").alias("cdc"))

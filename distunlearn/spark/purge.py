@@ -10,7 +10,7 @@ import time
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import ParameterError
 from distunlearn.spark.delta_writer import commit_conf, commit_metadata
 from distunlearn.spark.session import run_session
 from distunlearn.spark.table import TableRef
@@ -70,11 +70,11 @@ def check_retention(properties: dict, retention_hours: float | None, only_writer
     ``only_writer`` opt-in (no other process writes the table or reads its older versions)."""
     table_hours = table_retention_hours(properties)
     if retention_hours is not None and retention_hours < table_hours and not only_writer:
-        raise DistunlearnError(f"--retention-hours {retention_hours:g} is below the {table_hours:g} hours {table.text} "
-                               "keeps removed files: a VACUUM that short can delete files of other writers' "
-                               "transactions and of versions readers still use. Give --only-writer as well when no "
-                               "other process writes the table or reads its older versions, or leave "
-                               "--retention-hours out")
+        raise ParameterError(f"{{retention_hours={retention_hours:g}}} is below the {table_hours:g} hours {table.text} "
+                             "keeps removed files: a VACUUM that short can delete files of other writers' "
+                             "transactions and of versions readers still use. Give {only_writer=True} as well when "
+                             "no other process writes the table or reads its older versions, or leave "
+                             "{retention_hours} out", "retention_hours", "only_writer")
     return table_hours
 
 
@@ -98,7 +98,7 @@ def purge(spark: SparkSession, table: TableRef, retention_hours: float | None, r
     ``retention_hours`` when given (data, deletion vectors, ``_change_data``). A retention below the
     table's lowers Delta's safety check for this VACUUM only, and only with ``only_writer`` (no other process
     writes or reads older versions of the table: ``check_retention``). Returns what each did."""
-    properties = table.require_delta(spark, "--in-place").get("properties") or {}
+    properties = table.require_delta(spark, "{source}").get("properties") or {}
     table_hours = check_retention(properties, retention_hours, only_writer, table)
     result = {"retention_hours": retention_hours, "table_retention_hours": table_hours,
               "id_in_log_statistics": id_in_log_statistics(properties, table.read(spark).columns, id_col)}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import ParameterError
 from distunlearn.pipeline import Fitted, Scored, order
 from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.ordering import RuleOrdering, score_unwanted
@@ -48,8 +48,8 @@ def retrain_keys(downstream: "Downstream", ordered: DataFrame, rounds: int) -> D
     from pyspark.ml.functions import vector_to_array
 
     if not downstream.classifier.estimator().hasParam("probabilityCol"):
-        raise DistunlearnError(f"--rule {RETRAIN} needs a classifier with class probabilities; "
-                               f"{downstream.classifier.name} has none")
+        raise ParameterError(f"{{rule={RETRAIN}}} needs a {{classifier}} with class probabilities; "
+                             f"{downstream.classifier.name} has none", "rule", "classifier")
     labelled = downstream.train.unionByName(downstream.test).where(F.col("domain") == F.lit(UNWANTED))
     candidates = freeze(labelled.join(ordered.select("id"), "id", "left_semi").select("id", "label", "features"))
     m = candidates.count()

@@ -9,7 +9,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, DoubleType, FloatType, IntegralType, NumericType, StringType
 
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import DistunlearnError, ParameterError, labelled
 from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB, KeySet, key_row_bytes, variable_width
 from distunlearn.spark.session import conf_bytes, cores
@@ -44,22 +44,22 @@ class Source:
 
     @classmethod
     def read(cls, spark: SparkSession, data: "str | TableRef | DataFrame", fmt: str = "delta",
-             flag: str = "source", pin: bool = True) -> "Source":
+             label: str = "{source}", pin: bool = True) -> "Source":
         """A table read at its latest version, or a DataFrame computed once and kept (``pin``): every pass
-        of the run, and its write, see the same rows."""
+        of the run, and its write, see the same rows. ``label`` names the input in errors (``errors.labelled``)."""
         if isinstance(data, DataFrame):
             return cls("<DataFrame>", "dataframe", freeze(data) if pin else data, None)
         table = data if isinstance(data, TableRef) else TableRef.parse(data)
         if fmt == "parquet":
             if table.is_name:
-                raise DistunlearnError(f"--format parquet reads a path; {table.text} is a catalog name")
+                raise ParameterError(f"{{format=parquet}} reads a path; {table.text} is a catalog name", "format")
             if not table.holds_data(spark):
-                raise DistunlearnError(f"{flag} not found: {table.text}")
+                raise labelled(f"{label} not found: {table.text}", label)
             try:
                 return cls(table.location, fmt, table.read(spark, "parquet"), None, table)
             except Exception as exc:  # noqa: BLE001 - reported as one line
-                raise DistunlearnError(f"cannot read Parquet {flag} {table.text}: {first_line(exc)}") from None
-        detail = table.require_delta(spark, flag)
+                raise labelled(f"cannot read Parquet {label} {table.text}: {first_line(exc)}", label) from None
+        detail = table.require_delta(spark, label)
         version = table.latest_version(spark)
         return cls(table.location, fmt, coalesced(table.read(spark, version=version), detail), version, table)
 
@@ -121,15 +121,16 @@ def vector_as_array(df: DataFrame, vector_col: str) -> Column:
                            "expected array<float>, array<double> or an ML vector")
 
 
-def predicate(df: DataFrame, sql: str, flag: str) -> Column:
-    """A SQL boolean expression over the source, checked now so that a typo fails before any work."""
+def predicate(df: DataFrame, sql: str, label: str) -> Column:
+    """A SQL boolean expression over the source, checked now so that a typo fails before any work; errors
+    name ``label`` (``"{unwanted}"``)."""
     try:
         expr = F.expr(sql)
         dtype = df.select(expr.alias("p")).schema["p"].dataType
     except Exception as exc:  # noqa: BLE001 - parse and analysis errors, reported as one line
-        raise DistunlearnError(f"{flag} is not a valid SQL predicate on the source: {first_line(exc)}") from None
+        raise labelled(f"{label} is not a valid SQL predicate on the source: {first_line(exc)}", label) from None
     if dtype.simpleString() != "boolean":
-        raise DistunlearnError(f"{flag} must be a boolean SQL expression, got type {dtype.simpleString()}")
+        raise labelled(f"{label} must be a boolean SQL expression, got type {dtype.simpleString()}", label)
     return F.coalesce(expr, F.lit(False))
 
 
@@ -154,12 +155,12 @@ def read_requests(spark: SparkSession, data: "str | TableRef | DataFrame", key: 
     ``broadcast_limit_mb``; null keys are counted (and reported), and a table with no non-null key stops
     the run."""
     if version is None:
-        source = Source.read(spark, data, "delta", flag="--requests", pin=False)
+        source = Source.read(spark, data, "delta", label="{requests}", pin=False)
         table, version = source.df, source.version
     else:
         table = (data if isinstance(data, TableRef) else TableRef.parse(data)).read(spark, version=version)
     if key not in table.columns:
-        raise DistunlearnError(f"--requests has no column {key!r} (columns: {', '.join(table.columns)})")
+        raise ParameterError(f"{{requests}} has no column {key!r} (columns: {', '.join(table.columns)})", "requests")
     keys = table.select(col(key).alias("__request_key"))
     dtype = keys.schema["__request_key"].dataType
     width = F.max(F.octet_length("__request_key")) if variable_width(dtype) else F.lit(None)
@@ -168,8 +169,8 @@ def read_requests(spark: SparkSession, data: "str | TableRef | DataFrame", key: 
     size = distinct.agg(F.count(F.lit(1)).alias("rows"), width.alias("width")).first()
     null_keys = int(counts["rows"] - counts["non_null"])
     if size["rows"] == 0:
-        raise DistunlearnError(f"--requests has no usable key in column {key!r}: {counts['rows']:,} row(s), "
-                               f"{null_keys:,} of them null")
+        raise ParameterError(f"{{requests}} has no usable key in column {key!r}: {counts['rows']:,} row(s), "
+                             f"{null_keys:,} of them null", "requests")
     if null_keys:
         log.warning("--requests: %d row(s) with a null %r were left out (%d key(s) used)", null_keys, key,
                     size["rows"])
@@ -182,9 +183,10 @@ def check_key_types(source_type: DataType, request_type: DataType, key: str) -> 
     as the wider one). Nothing else is cast: no trimming, no parsing of strings into numbers."""
     if source_type == request_type or (isinstance(source_type, IntegralType) and isinstance(request_type, IntegralType)):
         return
-    raise DistunlearnError(f"--requests keys have type {request_type.simpleString()} but the source's key column "
-                           f"{key!r} has type {source_type.simpleString()}: give keys of type "
-                           f"{source_type.simpleString()} (integer types match each other; nothing else is cast)")
+    raise ParameterError(f"{{requests}} keys have type {request_type.simpleString()} but the source's key column "
+                         f"{key!r} has type {source_type.simpleString()}: give keys of type "
+                         f"{source_type.simpleString()} (integer types match each other; nothing else is cast)",
+                         "requests")
 
 
 def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, retained: str | None,
@@ -198,12 +200,12 @@ def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, r
     """
     df = source.df
     key = request_key or id_col
-    for name, flag in ((id_col, "id column"), (key, "--request-key column")):
+    for name, label in ((id_col, "{id_col} column"), (key, "{request_key} column")):
         if name not in df.columns:
-            raise DistunlearnError(f"{flag} {name!r} not in the source (columns: {', '.join(df.columns)})")
+            raise labelled(f"{label} {name!r} not in the source (columns: {', '.join(df.columns)})", label)
     vec = vector_as_array(df, vector_col)
-    is_unwanted = predicate(df, unwanted, "--unwanted")
-    is_retained = predicate(df, retained, "--retained") if retained else ~is_unwanted
+    is_unwanted = predicate(df, unwanted, "{unwanted}")
+    is_retained = predicate(df, retained, "{retained}") if retained else ~is_unwanted
     domain = F.when(is_unwanted, F.lit(UNWANTED)).when(is_retained, F.lit(RETAINED))
     requested = F.lit(False)
     if requests is not None:

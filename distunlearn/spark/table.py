@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from distunlearn.errors import DistunlearnError
+from distunlearn.errors import DistunlearnError, labelled
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -154,22 +154,23 @@ class TableRef:
             F.regexp_extract(F.input_file_name(), r"(\d+)\.json$", 1).cast("long").alias("version"),
             F.col("value"))
 
-    def require_delta(self, spark: SparkSession, flag: str) -> dict:
-        """DESCRIBE DETAIL of the Delta table, or one clear error naming ``flag``."""
+    def require_delta(self, spark: SparkSession, label: str) -> dict:
+        """DESCRIBE DETAIL of the Delta table, or one clear error naming ``label`` (a parameter as
+        ``"{source}"``, or a label such as ``tables.posts``: ``errors.labelled``)."""
         detail = self.detail(spark)
         if detail is None and self.is_name:
             hint = "" if "." in self.text else f" (a word without '/' is a catalog name: write ./{self.text} for a folder)"
-            raise DistunlearnError(f"{flag} not found in the catalog: {self.text}{hint}")
+            raise labelled(f"{label} not found in the catalog: {self.text}{hint}", label)
         if detail is None and not self.holds_data(spark):
-            raise DistunlearnError(f"{flag} not found: {self.text}")
+            raise labelled(f"{label} not found: {self.text}", label)
         if detail is None or str(detail.get("format", "")).lower() != "delta":
             why = f" ({detail['error']})" if detail and detail.get("error") else ""
-            raise DistunlearnError(f"{flag} {self.text} is not a Delta table{why}")
+            raise labelled(f"{label} {self.text} is not a Delta table{why}", label)
         return detail
 
     # ---------------------------------------------------------------- writing
 
-    def check_writable(self, spark: SparkSession, flag: str) -> None:
+    def check_writable(self, spark: SparkSession, label: str) -> None:
         """A new table by name needs its database (schema) to exist; one clear error otherwise."""
         if not self.is_name:
             return
@@ -182,7 +183,7 @@ class TableRef:
         except Exception:  # noqa: BLE001 - a catalog part the session does not know
             exists = False
         if not exists:
-            raise DistunlearnError(f"{flag} {self.text} cannot be written: database {database} does not exist")
+            raise labelled(f"{label} {self.text} cannot be written: database {database} does not exist", label)
 
     def save(self, df: DataFrame, mode: str, **options) -> None:
         """Write ``df`` as Delta here; options (``userMetadata``, ``replaceWhere``, ...) go with this write only.
