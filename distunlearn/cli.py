@@ -18,7 +18,7 @@ EXIT_CODES = ("exit codes: 0 done, 1 bad input or failure, 2 thresholds infeasib
               "command does not take), 3 the edit kept conflicting with other writers (nothing of the run "
               "committed), 4 erasure requests overdue (erasure-status)")
 EVALUATE_EXIT_CODES = ("exit codes: 0 done, 1 bad input or failure, 2 a usage error: a flag the command does not "
-                       "take, or the old spelling of a flag or config key (--rules, --points, --downstream)")
+                       "take, or the old spelling of a flag or config key")
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distunlearn.core.gaussian import COVARIANCES
 from distunlearn.core.rules import DOWNSTREAM_RULES, RULES
-from distunlearn.errors import DistunlearnError, ParameterError, UsageError
+from distunlearn.errors import DistunlearnError, ParameterError, UsageError, config_key
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB
 from distunlearn.spark.table import TableRef
 
@@ -100,9 +100,11 @@ class SourceConfig:
     def load(cls, path: str | None = None, **overrides):
         """Keys from ``path`` (TOML or JSON), then every override that is not None."""
         values = read_config_file(path) if path else {}
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        overrides = {k: v for k, v in overrides.items() if v is not None}
         if cls is EvaluateConfig:
-            check_renamed(values)
+            check_renamed(overrides)
+            check_renamed(values, config_file=path)
+        values.update(overrides)
         check_keys(values, cls, "unknown configuration key(s)")
         for required in ("source", "unwanted"):
             if not values.get(required):
@@ -323,18 +325,26 @@ RENAMED = {
 
 
 class RenamedError(UsageError, ParameterError):
-    """An old spelling ``old`` of a parameter (a key of ``RENAMED``), named with its replacement (exit code 2)."""
+    """An old spelling ``old`` of a parameter (a key of ``RENAMED``), a flag or a keyword, named with its
+    replacement (exit code 2)."""
 
     def __init__(self, old: str):
-        ParameterError.__init__(self, f"{{{old}}} is no longer taken: use {RENAMED[old]}", old, "rule",
-                                "budget_steps", "objective")
+        ParameterError.__init__(self, f"{{{old}}} is no longer taken: use {RENAMED[old]}", old, *RENAMED_TO)
 
 
-def check_renamed(values) -> None:
-    """Stop at the first of ``values`` (config keys or keyword names) that is an old spelling (``RENAMED``)."""
+#: The parameters the old spellings of ``RENAMED`` became.
+RENAMED_TO = ("rule", "budget_steps", "objective")
+
+
+def check_renamed(values, config_file: str | None = None) -> None:
+    """Stop at the first of ``values`` (keyword names, or the keys of ``config_file``) that is an old
+    spelling (``RENAMED``): a ``RenamedError``, or for a file's key one line in the file's own terms."""
     for old in RENAMED:
         if old in values:
-            raise RenamedError(old)
+            if config_file is None:
+                raise RenamedError(old)
+            new = ParameterError(RENAMED[old], old, *RENAMED_TO).spelled(config_key)
+            raise UsageError(f"config file {config_file}: key {old} is no longer taken: use {new}")
 
 
 def check_keys(values: dict, cls, error: str, exclude: tuple = ()) -> None:

@@ -37,28 +37,39 @@ class ParameterError(DistunlearnError):
         return pattern.sub(lambda m: spelling(m[1], m[2]), self.template)
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?")
+
+
 def keyword(name: str, value: str | None) -> str:
-    """A parameter as a Python keyword: ``ridge``, ``ridge=0.001``, ``objective='downstream'``, ``output=PATH``."""
+    """A parameter as a Python keyword: ``ridge``, ``ridge=1e-3``, ``objective='downstream'``, ``output=PATH``."""
     if value is None:
         return name
-    if not (value in ("True", "False", "None") or value.isupper()   # a literal, or a placeholder such as PATH
-            or re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", value)):
+    if not (value in ("True", "False", "None") or value.isupper() or _NUMBER.fullmatch(value)):  # PATH: a placeholder
         value = repr(value)
     return f"{name}={value}"
 
 
 def flag(name: str, value: str | None) -> str:
-    """A parameter as a console flag: ``--ridge``, ``--ridge 0.001``, ``--in-place`` (a switch set True)."""
+    """A parameter as a console flag: ``--ridge``, ``--ridge 1e-3``, ``--in-place`` (a switch set True)."""
     text = "--" + name.replace("_", "-")
     return text if value in (None, "True") else f"{text} {value}"
 
 
 def labelled(text: str, label: str) -> DistunlearnError:
     """An error ``text`` about the input ``label`` (which the text contains): a ``ParameterError`` when the
-    label names parameters as ``{name}`` (``"{source}"``, ``"{request_key} column"``), else a plain error
+    label names parameters as ``{name}`` (``"{source}"``, ``"{unwanted}"``), else a plain error
     (a label such as ``tables.posts`` of the erasure config)."""
     params = re.findall(r"\{(\w+)\}", label)
     return ParameterError(text, *params) if params else DistunlearnError(text)
+
+
+def config_key(name: str, value: str | None) -> str:
+    """A parameter as a key of a TOML config file: ``ridge``, ``ridge = 1e-3``, ``objective = "downstream"``."""
+    if value is None:
+        return name
+    if value in ("True", "False"):
+        return f"{name} = {value.lower()}"
+    return f"{name} = {value}" if value.isupper() or _NUMBER.fullmatch(value) else f'{name} = "{value}"'
 
 
 def message(exc: BaseException, spelling: Spelling = keyword) -> str:

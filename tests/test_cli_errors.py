@@ -412,3 +412,98 @@ def test_null_request_keys_are_counted_and_integer_types_match(spark, capsys, tm
     assert json.loads(report.read_text())["requests_read"]["null_keys"] == 1
     edited = {r["id"] for r in spark.read.format("delta").load(str(output)).select("id").collect()}
     assert not {10, 13} & edited and len(edited) < 30
+
+
+# ---------------------------------------------------------------- old spellings of evaluate's flags and keys
+
+def evaluate_args(source, *flags) -> list[str]:
+    """``evaluate`` argv on ``source`` with the domain of the test tables, no report."""
+    return ["evaluate", "--quiet", f"--source={source}", f"--unwanted={UNWANTED}", *flags]
+
+
+@pytest.mark.parametrize("flags, line", [
+    pytest.param(["--rules", "likelihood_ratio"],
+                 "--rules is no longer taken: use --rule (a comma list of rules, as before)", id="rules"),
+    pytest.param(["--points", "101"],
+                 "--points is no longer taken: use --budget-steps, which counts steps between budgets: "
+                 "--points 101 is --budget-steps 100", id="points"),
+    pytest.param(["--downstream", "--label-col", "topic"],
+                 "--downstream is no longer taken: use --objective downstream", id="downstream"),
+])
+@pytest.mark.reliability("bad input")
+def test_old_evaluate_flags_name_the_new_ones(capsys, tmp_path, valid_source, flags, line):
+    argv = evaluate_args(valid_source, *flags, f"--report={tmp_path / 'eval.json'}")
+    got = expect_error(capsys, tmp_path, argv, None, exit_code=2, case=f"evaluate {flags[0]} (old spelling)")
+    assert got == f"distunlearn: error: {line}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key, line", [
+    pytest.param('rules = "random"', "key rules is no longer taken: use rule (a comma list of rules, as before)",
+                 id="rules"),
+    pytest.param("points = 11", "key points is no longer taken: use budget_steps, which counts steps between "
+                                "budgets: points = 101 is budget_steps = 100", id="points"),
+    pytest.param("downstream = true", 'key downstream is no longer taken: use objective = "downstream"',
+                 id="downstream"),
+])
+@pytest.mark.reliability("bad input")
+def test_old_evaluate_config_keys_name_the_new_ones(capsys, tmp_path, valid_source, key, line):
+    config = tmp_path / "eval.toml"
+    config.write_text(f'report = "{tmp_path / "eval.json"}"\n{key}\n')
+    got = expect_error(capsys, tmp_path, evaluate_args(valid_source, f"--config={config}"), None, exit_code=2,
+                       case=f"evaluate config key {key.split()[0]} (old spelling)")
+    assert got == f"distunlearn: error: config file {config}: {line}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.toml"]
+
+
+def test_old_spellings_are_hidden_from_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    assert "--rule " in text and "--budget-steps" in text and "--objective" in text
+    assert "--rules" not in text and "--points" not in text and "--downstream " not in text
+
+
+# ---------------------------------------------------------------- core errors: flags in the CLI, keywords in the API
+
+@pytest.fixture(scope="module")
+def singular_source(spark, tmp_path_factory) -> str:
+    """Fewer rows than dimensions: the pooled covariance is singular without a ridge."""
+    rng = np.random.default_rng(5)
+    return write_delta(spark, domain_table(rng.standard_normal((3, 8)) + 2.0, rng.standard_normal((3, 8))),
+                       tmp_path_factory.mktemp("singular") / "source")
+
+
+@pytest.mark.reliability("bad input")
+def test_core_error_names_the_flag_in_the_cli(capsys, tmp_path, singular_source):
+    output = tmp_path / "edited"
+    line = expect_error(capsys, tmp_path, cli_args(singular_source, output, ridge=0), output,
+                        case="singular covariance through the CLI")
+    assert line == ("distunlearn: error: the pooled covariance is singular (6 rows, 8 dims): pass --ridge > 0 "
+                    "(e.g. --ridge 1e-3)")
+    line = expect_error(capsys, tmp_path, evaluate_args(singular_source, "--ridge=0"), None,
+                        case="singular covariance through evaluate")
+    assert line.endswith("pass --ridge > 0 (e.g. --ridge 1e-3)")
+    line = expect_error(capsys, tmp_path, cli_args(singular_source, output, alpha=0.1, alpha_rel=0.5), output,
+                        case="two removal thresholds through the CLI")
+    assert line == "distunlearn: error: give only one of --alpha and --alpha-rel"
+
+
+def test_core_error_names_the_keyword_in_the_api(spark, tmp_path, singular_source):
+    from distunlearn.api import Unlearner
+    from distunlearn.errors import ParameterError
+
+    before = tree(tmp_path)
+    with pytest.raises(ParameterError) as raised:
+        Unlearner(unwanted=UNWANTED, ridge=0.0).plan(singular_source, spark=spark)
+    assert str(raised.value) == ("the pooled covariance is singular (6 rows, 8 dims): pass ridge > 0 "
+                                 "(e.g. ridge=1e-3)")
+    assert raised.value.parameter == "ridge"
+    with pytest.raises(ParameterError, match=r"^give only one of alpha and alpha_rel$"):
+        Unlearner(unwanted=UNWANTED, alpha=0.1, alpha_rel=0.5)
+    with pytest.raises(ParameterError, match=r"^covariance must be one of ridge, oas, got 'ledoit'$"):
+        Unlearner(unwanted=UNWANTED, covariance="ledoit")
+    with pytest.raises(ParameterError, match=r"^points is no longer taken: use budget_steps, .* "
+                                             r"points=101 is budget_steps=100$"):
+        Unlearner(unwanted=UNWANTED).evaluate(singular_source, spark=spark, points=11)
+    assert tree(tmp_path) == before

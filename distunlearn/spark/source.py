@@ -200,9 +200,10 @@ def labelled_rows(source: Source, id_col: str, vector_col: str, unwanted: str, r
     """
     df = source.df
     key = request_key or id_col
-    for name, label in ((id_col, "{id_col} column"), (key, "{request_key} column")):
+    for name, what, param in ((id_col, "id column", "id_col"), (key, "request key column", "request_key")):
         if name not in df.columns:
-            raise labelled(f"{label} {name!r} not in the source (columns: {', '.join(df.columns)})", label)
+            raise ParameterError(f"{what} {name!r} ({{{param}}}) not in the source (columns: {', '.join(df.columns)})",
+                                 param)
     vec = vector_as_array(df, vector_col)
     is_unwanted = predicate(df, unwanted, "{unwanted}")
     is_retained = predicate(df, retained, "{retained}") if retained else ~is_unwanted
