@@ -44,14 +44,14 @@ class Unlearner:
 
     ``unwanted`` and ``retained`` are SQL predicates over the source (``retained`` defaults to NOT
     unwanted). Thresholds: ``alpha``/``alpha_rel`` (removal, default ``alpha_rel=0.5``) and
-    ``epsilon``/``epsilon_rel`` (preservation, default ``epsilon_rel=1.0``); see the README.
+    ``epsilon``/``epsilon_rel`` (preservation, default ``epsilon_rel=1.0``); see docs/how-it-works.md.
     ``requests`` (a table or a DataFrame of keys) deletes those rows whatever their domain. Deleted ids
     and request keys are broadcast to their joins when they take at most ``broadcast_limit_mb`` MiB.
     ``checkpoint_dir``: reliable checkpoints there (the session's ``spark.checkpoint.dir``) instead of local ones.
     ``objective="downstream"`` with ``label_col``: the fewest deletions at which ``classifier`` (a ``pyspark.ml``
     class name, ``classifier_params``) retrained on the edited rows moves its forget-domain accuracy
     ``downstream_target`` of the way to the full-removal model's, losing at most ``retained_tolerance`` of
-    retained-domain accuracy, with KL(p2||p_f) <= epsilon (see the README).
+    retained-domain accuracy, with KL(p2||p_f) <= epsilon (docs/how-it-works.md).
     """
 
     def __init__(self, unwanted: str, retained: str | None = None, *, id_col: str = "id",

@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_erasure_parsers(sub)
     bundle = sub.add_parser("bundle", help="zip the package for spark-submit --py-files")
     bundle.add_argument("--out", default="dist/distunlearn.zip")
+    for command in (parser, *sub.choices.values()):
+        command.allow_abbrev = False    # a prefix is an error, never another flag (--downstream is not --downstream-target)
     return parser
 
 

@@ -30,7 +30,7 @@ DOWNSTREAM_RANDOM_METHOD = "one seeded draw: rows deleted in the order of a hash
 
 
 def evaluate(spark: SparkSession, config: EvaluateConfig) -> dict:
-    """The evaluation report (see ``README``: ``distunlearn evaluate``); writes the report files if asked."""
+    """The evaluation report (docs/evaluate.md); writes the report files if asked."""
     if config.report and os.path.isdir(config.report):
         raise ParameterError(f"{{report}} {config.report} is a directory; give a file path such as out/eval.json",
                              "report")

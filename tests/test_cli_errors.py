@@ -456,6 +456,14 @@ def test_old_evaluate_config_keys_name_the_new_ones(capsys, tmp_path, valid_sour
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.toml"]
 
 
+def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(capsys):
+    """``unlearn --downstream 0.3`` is an error, not ``--downstream-target 0.3`` (no abbreviations)."""
+    with pytest.raises(SystemExit) as stop:
+        main(["unlearn", "--source", "x", "--unwanted", "a = 1", "--downstream", "0.3"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "distunlearn: error: unrecognized arguments: --downstream 0.3"
+
+
 def test_old_spellings_are_hidden_from_help(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
