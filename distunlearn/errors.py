@@ -1,4 +1,10 @@
 """Errors the job reports to users as one line, each with its exit code."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distunlearn.run_report import RunReport
 
 
 class DistunlearnError(Exception):
@@ -12,7 +18,7 @@ class InfeasibleError(DistunlearnError):
 
     exit_code = 2
 
-    def __init__(self, message: str, report: dict | None = None):
+    def __init__(self, message: str, report: RunReport | None = None):
         super().__init__(message)
         self.report = report
 
