@@ -44,7 +44,7 @@ test: test-main test-alt
 # The edit loop's fast tier (no Spark session): the numpy core, the budget search, config and error parsing,
 # the key and ordering helpers and the property tests; under a minute on 2 cores. `make test` runs them too.
 CHECK_TESTS = core budget_search cli_docs docs_links delta_errors erasure_config id_runs in_task_order keys moments_merge properties \
-              reliability
+              reliability run_report
 check: setup
 	$(PY) -m pytest -q $(CHECK_TESTS:%=tests/test_%.py)
 

@@ -187,9 +187,9 @@ def spark_worker(args) -> None:
     spark.stop()
 
 
-def _summary(report: dict) -> dict:
+def _summary(report) -> dict:
     keys = ("rule", "n_unwanted", "n_retained", "dims", "kappa", "alpha", "epsilon", "deleted", "feasible",
             "kl_removal_after", "kl_preservation_after", "output_version", "source_version_written")
-    out = {k: report.get(k) for k in keys}
-    out["rules"] = {r: v["deleted"] for r, v in report.get("rules", {}).items()}
+    out = {k: getattr(report, k) for k in keys}
+    out["rules"] = {r: v.deleted for r, v in report.rules.items()}
     return out

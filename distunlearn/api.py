@@ -24,6 +24,7 @@ from distunlearn.core.curves import budget_grid
 from distunlearn.errors import InfeasibleError
 from distunlearn.job import UnlearnPlan, plan_unlearning, run_unlearn
 from distunlearn.report import build_report, summary
+from distunlearn.run_report import RuleEntry, RunReport
 
 _WRITE_FIELDS = ("output", "in_place", "manifest", "ledger", "purge", "retention_hours", "only_writer", "hash_ids",
                  "report", "max_retries")
@@ -129,20 +130,20 @@ class Plan:
 
     @property
     def rule(self) -> str:
-        return self.report["rule"]
+        return self.report.rule
 
     @property
     def deleted(self) -> int:
-        return self.report["deleted"]
+        return self.report.deleted
 
     @property
     def feasible(self) -> bool:
-        return self.report["feasible"]
+        return self.report.feasible
 
     @property
-    def budgets(self) -> dict[str, dict]:
+    def budgets(self) -> dict[str, RuleEntry]:
         """For each evaluated rule: feasible, deleted, deleted_fraction, KLs after (or the best alpha)."""
-        return self.report["rules"]
+        return self.report.rules
 
     def deletion_set(self) -> DataFrame:
         """The rows the plan deletes (``run_id, id, reason, rule, score, rank``), as a DataFrame."""
@@ -165,7 +166,7 @@ class Plan:
     def apply(self, output: str | None = None, *, in_place: bool = False, manifest: str | None = None,
               ledger: str | None = None, purge: bool = False, retention_hours: float | None = None,
               only_writer: bool = False, hash_ids: bool = False, report: str | None = None,
-              max_retries: int = 5) -> dict:
+              max_retries: int = 5) -> RunReport:
         """Write the plan: a new edited table at ``output`` (path, URI or catalog name), or the source
         edited ``in_place`` (a Delta table); the manifest, the ledger and (``purge``) physical erasure as
         the console command does. Returns the run's report."""
@@ -182,24 +183,24 @@ class Plan:
     def _repr_html_(self) -> str:
         r = self.report
         rows = []
-        for rule, e in r["rules"].items():
-            chosen = rule == r["rule"] and r["feasible"]
+        for rule, e in r.rules.items():
+            chosen = rule == r.rule and r.feasible
             cells = [("&#10003; " if chosen else "") + html.escape(rule)]
-            if e["feasible"]:
-                cells += [f"{e['deleted']:,}", f"{100 * e['deleted_fraction']:.1f}%",
-                          f"{e['kl_removal_after']:.4g}", f"{e['kl_preservation_after']:.4g}"]
+            if e.feasible:
+                cells += [f"{e.deleted:,}", f"{100 * e.deleted_fraction:.1f}%",
+                          f"{e.kl_removal_after:.4g}", f"{e.kl_preservation_after:.4g}"]
             else:
-                cells += ["infeasible", "", f"best {e['best_alpha_at_epsilon'] or 0:.4g}", ""]
+                cells += ["infeasible", "", f"best {e.best_alpha_at_epsilon or 0:.4g}", ""]
             style = ' style="font-weight:bold"' if chosen else ""
             rows.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         head = "".join(f"<th>{h}</th>" for h in ("rule", "deleted", "% unwanted", "KL(p1||p_f)", "KL(p2||p_f)"))
-        verdict = (f"deletes <b>{r['deleted']:,}</b> of {r['n_unwanted']:,} unwanted rows by <b>{r['rule']}</b>"
-                   if r["feasible"] else "<b>infeasible</b>: no rule meets both thresholds")
-        return (f"<div><p><b>distunlearn plan</b> {html.escape(str(r['source']))} (version {r['source_version']}): "
-                f"{verdict}; {r['deleted_requested']:,} requested rows.</p>"
-                f"<p>{r['n_unwanted']:,} unwanted, {r['n_retained']:,} retained rows, {r['dims']} dims; "
-                f"KL(p1||p_f) &ge; alpha = {r['alpha']:.4g} (now {r['kl_removal_before']:.4g}), "
-                f"KL(p2||p_f) &le; epsilon = {r['epsilon']:.4g} (now {r['kl_preservation_before']:.4g}); "
-                f"kappa = {r['kappa']:.4g}.</p>"
+        verdict = (f"deletes <b>{r.deleted:,}</b> of {r.n_unwanted:,} unwanted rows by <b>{r.rule}</b>"
+                   if r.feasible else "<b>infeasible</b>: no rule meets both thresholds")
+        return (f"<div><p><b>distunlearn plan</b> {html.escape(str(r.source))} (version {r.source_version}): "
+                f"{verdict}; {r.deleted_requested:,} requested rows.</p>"
+                f"<p>{r.n_unwanted:,} unwanted, {r.n_retained:,} retained rows, {r.dims} dims; "
+                f"KL(p1||p_f) &ge; alpha = {r.alpha:.4g} (now {r.kl_removal_before:.4g}), "
+                f"KL(p2||p_f) &le; epsilon = {r.epsilon:.4g} (now {r.kl_preservation_before:.4g}); "
+                f"kappa = {r.kappa:.4g}.</p>"
                 f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 

@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "<source>_manifest, as unlearn)")
     verify.add_argument("--manifest", help="manifest the deleted ids are read from (default: the one the run "
                                            "recorded in the ledger); the default ledger is looked for beside it")
-    for flag in ("--id-col", "--vector-col", "--unwanted", "--retained"):
-        verify.add_argument(flag, help="default: as the run recorded it")
+    for option in ("--id-col", "--vector-col", "--unwanted", "--retained"):
+        verify.add_argument(option, help="default: as the run recorded it")
     add_session_arguments(verify)
     add_erasure_parsers(sub)
     bundle = sub.add_parser("bundle", help="zip the package for spark-submit --py-files")

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from distunlearn.run_report import RunReport
 
 #: How a front end spells a parameter: ``(name, value)`` to text; ``value`` is None when only the name is shown.
 Spelling = Callable[[str, "str | None"], str]
@@ -89,7 +92,7 @@ class InfeasibleError(DistunlearnError):
 
     exit_code = 2
 
-    def __init__(self, message: str, report: dict | None = None):
+    def __init__(self, message: str, report: RunReport | None = None):
         super().__init__(message)
         self.report = report
 

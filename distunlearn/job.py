@@ -18,11 +18,13 @@ from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import BudgetChoice, EditedKL, Removed, Thresholds, alpha_max
 from distunlearn.errors import InfeasibleError
 from distunlearn.lineage import Lineage
-from distunlearn.pipeline import Domains, fit, order, read_labelled, score
+from distunlearn.domains import Domains
+from distunlearn.pipeline import fit, order, read_labelled, score
 from distunlearn.progress import phase
+from distunlearn.run_report import RunCommit, RunReport
 from distunlearn.spark.delta_writer import (CREATE_OPERATIONS, check_manifest, check_targets, committed_version,
                                             manifest_rows, replace_run_rows, warn_if_unsafe_s3_writes, write_edited)
-from distunlearn.spark.live_edit import (LiveEdit, RunCommit, commit, committed_manifest, removed_files,
+from distunlearn.spark.live_edit import (LiveEdit, commit, committed_manifest, removed_files,
                                          run_commits, withdraw_manifest)
 from distunlearn.spark.checkpoints import check_checkpoint_dir
 from distunlearn.spark.keys import KeySet, key_row_bytes
@@ -180,7 +182,7 @@ def _better(a: BudgetChoice, b: BudgetChoice) -> bool:
     return a.deleted < b.deleted if a.feasible else a.best_alpha > b.best_alpha
 
 
-def run_unlearn(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan | None = None) -> dict:
+def run_unlearn(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan | None = None) -> RunReport:
     """Plan (or take ``plan``), then (unless ``dry_run``) write the manifest and the edit, purge if asked;
     returns the report.
 
@@ -196,7 +198,7 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan | 
         log.info("run %s already succeeded; nothing to do", run_id)
         if earlier["config_hash"] != config.fingerprint:
             log.warning("run %s succeeded earlier with other settings; use a new --run-id for a new run", run_id)
-        return {**json.loads(earlier["report"]), "repeated": True}
+        return dataclasses.replace(ledger.run_report(run_id), repeated=True)
     source_name = _name(config.source)
     lineage = Lineage(run_id)
     lineage.start(source_name)
@@ -204,13 +206,13 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan | 
         report = _edit(spark, config, run_id, ledger, hash_key, plan)
         if config.purge:
             with phase("purge (REORG, VACUUM)") as detail:
-                report["purge"] = purge(spark, config.source_table, config.purge_retention_hours, run_id,
-                                        report["source_version_written"], config.id_col, config.only_writer)
+                purged = purge(spark, config.source_table, config.purge_retention_hours, run_id,
+                               report.source_version_written, config.id_col, config.only_writer)
                 detail.update(retention_hours=config.purge_retention_hours)
-            reorg = report["purge"].get("reorg", {}).get("version")
-            if reorg is not None:   # the files it rewrote held the rows the MERGE only marked deleted
-                report["removed_files"] = sorted(set(report["removed_files"])
-                                                 | set(removed_files(spark, config.source_table, [reorg])))
+            files = report.removed_files
+            if purged.reorg_version is not None:   # the files it rewrote held the rows the MERGE only marked deleted
+                files = sorted(set(files) | set(removed_files(spark, config.source_table, [purged.reorg_version])))
+            report = dataclasses.replace(report, purge=purged, removed_files=files)
         if ledger:
             ledger.record(run_id, "succeeded", report)
     except Exception as exc:
@@ -221,7 +223,7 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan | 
     lineage.complete(report)
     if config.report:
         with open(config.report, "w") as fh:
-            json.dump(report, fh, indent=2)
+            json.dump(report.to_dict(), fh, indent=2)
     return report
 
 
@@ -230,7 +232,7 @@ def _name(data) -> str:
 
 
 def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledger | None,
-          hash_key: bytes | None, planned: UnlearnPlan | None) -> dict:
+          hash_key: bytes | None, planned: UnlearnPlan | None) -> RunReport:
     """Plan (or take ``planned``) and commit the edit: in place on the live source, or as a new table."""
     from distunlearn.report import build_report
 
@@ -238,9 +240,9 @@ def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledge
         return _edit_in_place(spark, config, run_id, ledger, hash_key, planned)
     output = None if config.dry_run else config.output_table
     done = committed_version(spark, output, run_id, CREATE_OPERATIONS) if output else None
-    if done is not None and ledger and ledger.report(run_id):
+    if done is not None and ledger and ledger.run_report(run_id):
         log.info("run %s: the edited table was written as version %d earlier; finishing the run", run_id, done)
-        return _with_version(ledger.report(run_id), config, done)
+        return _with_version(ledger.run_report(run_id), done)
     plan = _checked_plan(spark, config, run_id, planned)
     if config.dry_run:
         return build_report(plan)
@@ -254,7 +256,7 @@ def _edit(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledge
         if committed_version(spark, output, run_id, CREATE_OPERATIONS) is None:
             withdraw_manifest(spark, config.manifest_table, run_id)
         raise
-    return _with_version(report, config, version)
+    return _with_version(report, version)
 
 
 def _checked_plan(spark: SparkSession, config: UnlearnConfig, run_id: str, planned: UnlearnPlan | None) -> UnlearnPlan:
@@ -274,7 +276,7 @@ def _checked_plan(spark: SparkSession, config: UnlearnConfig, run_id: str, plann
 
 
 def _stage(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan, ledger: Ledger | None,
-           hash_key: bytes | None) -> dict:
+           hash_key: bytes | None) -> RunReport:
     """The planned deletions staged in the manifest and the plan in the ledger, before any edit."""
     from distunlearn.report import build_report
 
@@ -282,37 +284,36 @@ def _stage(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan, ledger
     warn_if_unsafe_s3_writes(spark, *targets, config.manifest_table, config.ledger_table)
     check_manifest(spark, config.manifest_table,
                    StringType() if config.hash_ids else plan.requested.schema["id"].dataType)
-    report = build_report(plan)
     with phase("writing manifest"):
         replace_run_rows(config.manifest_table, plan.manifest(hash_key), plan.run_id)
-        report["manifest_version"] = config.manifest_table.latest_version(spark)
+        report = dataclasses.replace(build_report(plan), manifest_version=config.manifest_table.latest_version(spark))
     if ledger:
         ledger.record(plan.run_id, "planned", report, plan.model_record(), config.fingerprint)
     return report
 
 
 def _edit_in_place(spark: SparkSession, config: UnlearnConfig, run_id: str, ledger: Ledger | None,
-                   hash_key: bytes | None, planned: UnlearnPlan | None) -> dict:
+                   hash_key: bytes | None, planned: UnlearnPlan | None) -> RunReport:
     """Commit the edit on the source as it is now (``live_edit``), then list what committed in the
     manifest. A rerun of a run that died finds its commits in the table's history and finishes from there."""
     source, manifest = config.source_table, config.manifest_table
     edit = LiveEdit(source, run_id, config.id_col, None if config.requests is None else config.request_key or config.id_col,
                     config.max_retries, config.broadcast_limit_mb)
-    earlier = ledger.report(run_id) if ledger else None
-    commits = run_commits(spark, edit, earlier["source_version"]) if earlier else []
-    if commits and earlier.get("commits") is not None:
+    earlier = ledger.run_report(run_id) if ledger else None
+    commits = run_commits(spark, edit, earlier.source_version) if earlier else []
+    if commits and earlier.commits is not None:
         log.info("run %s: the edit committed as version %d earlier; finishing the run", run_id, commits[0].version)
         return earlier
     if commits:
         log.info("run %s: the edit committed as version %d earlier; listing what it deleted", run_id, commits[0].version)
         requests = None if config.requests is None else read_requests(
-            spark, config.requests, edit.request_key, config.broadcast_limit_mb, earlier["requests_read"]["version"])
+            spark, config.requests, edit.request_key, config.broadcast_limit_mb, earlier.requests_read.version)
         plan, report = None, earlier
     else:
         plan = _checked_plan(spark, config, run_id, planned)
         requests = plan.requests
         report = _stage(spark, config, plan, ledger, hash_key)
-    since = report["source_version"]
+    since = report.source_version
     try:
         with phase("committing the edit") as detail:
             commits = commit(spark, edit, plan.deleted_ids() if plan else None, plan.deleted_keys() if plan else None,
@@ -339,31 +340,29 @@ def _edit_in_place(spark: SparkSession, config: UnlearnConfig, run_id: str, ledg
     return report
 
 
-def _committed_report(spark: SparkSession, report: dict, edit: LiveEdit, commits: list[RunCommit],
-                      manifest: TableRef, rewritten: bool) -> dict:
+def _committed_report(spark: SparkSession, report: RunReport, edit: LiveEdit, commits: list[RunCommit],
+                      manifest: TableRef, rewritten: bool) -> RunReport:
     """The report of a committed in-place edit: the planned version (the KL contract's) beside the
     versions the commits read and made, the rows others added in between, what each reason deleted and
     the files the commits removed (``verify`` checks those are gone after a purge)."""
-    table, planned, read = edit.table, report["source_version"], commits[0].read_version
+    table, planned, read = edit.table, report.source_version, commits[0].read_version
     counts = {r["reason"]: int(r["count"]) for r in manifest.read(spark).where(F.col("run_id") == edit.run_id)
               .groupBy("reason").count().collect()} if rewritten else \
-        {"planned": report["deleted"], "request": report["deleted_requested"]}
+        {"planned": report.deleted, "request": report.deleted_requested}
     rows_then, rows_now = (0, 0) if read == planned else (table.read(spark, version=planned).count(),
                                                            table.read(spark, version=read).count())
-    return {**report,
-            "source_version_written": commits[0].version,
-            "commits": [c.record() for c in commits],
-            "source_version_read_by_edit": read,
-            "commits_by_others_before_edit": read - planned,
-            "net_rows_added_before_edit": rows_now - rows_then,
-            "deleted_committed": sum(v for k, v in counts.items() if k != "request"),
-            "deleted_requested": counts.get("request", 0),
-            "kl_contract": f"the KL thresholds were met on version {planned}, the planned snapshot; "
-                           f"'distunlearn verify' checks the latest version",
-            "removed_files": removed_files(spark, table, [c.version for c in commits]),
-            "manifest_version": manifest.latest_version(spark),
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    return dataclasses.replace(
+        report, source_version_written=commits[0].version, commits=list(commits), source_version_read_by_edit=read,
+        commits_by_others_before_edit=read - planned, net_rows_added_before_edit=rows_now - rows_then,
+        deleted_committed=sum(v for k, v in counts.items() if k != "request"),
+        deleted_requested=counts.get("request", 0),
+        removed_files=removed_files(spark, table, [c.version for c in commits]),
+        manifest_version=manifest.latest_version(spark), finished_at=_now())
 
 
-def _with_version(report: dict, config: UnlearnConfig, version: int) -> dict:
-    return {**report, "output_version": version, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+def _with_version(report: RunReport, version: int) -> RunReport:
+    return dataclasses.replace(report, output_version=version, finished_at=_now())
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()

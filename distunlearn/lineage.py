@@ -12,6 +12,8 @@ import os
 import uuid
 from pathlib import Path
 
+from distunlearn.run_report import RunReport
+
 log = logging.getLogger("distunlearn")
 PRODUCER = "https://pypi.org/project/distunlearn"
 FACET_KEYS = ("run_id", "rule", "alpha", "epsilon", "kappa", "kl_removal_before", "kl_removal_after",
@@ -63,7 +65,7 @@ class Lineage:
         except ValueError:
             return str(uuid.uuid5(uuid.NAMESPACE_URL, "distunlearn:" + self.run_id))
 
-    def _emit(self, state: str, inputs=(), outputs=(), report: dict | None = None, error: str | None = None):
+    def _emit(self, state: str, inputs=(), outputs=(), report: RunReport | None = None, error: str | None = None):
         if self.client is None:
             return
         import attr
@@ -76,7 +78,7 @@ class Lineage:
 
         facets = {}
         if report is not None:
-            facets["distunlearn"] = DistunlearnRunFacet(stats={k: report.get(k) for k in FACET_KEYS})
+            facets["distunlearn"] = DistunlearnRunFacet(stats={k: getattr(report, k) for k in FACET_KEYS})
         if error is not None:
             facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(message=error, programmingLanguage="python")
         event = RunEvent(
@@ -92,11 +94,10 @@ class Lineage:
     def start(self, source: str):
         self._emit("START", inputs=[(source, None)])
 
-    def complete(self, report: dict):
-        inputs = [(report["source"], report["source_version"])]
-        written = report["source_version_written"] if report.get("in_place") else report["output_version"]
-        outputs = [(p, v) for p, v in ((report["output"], written),
-                                       (report["manifest"], report["manifest_version"])) if p]
+    def complete(self, report: RunReport):
+        inputs = [(report.source, report.source_version)]
+        written = report.source_version_written if report.in_place else report.output_version
+        outputs = [(p, v) for p, v in ((report.output, written), (report.manifest, report.manifest_version)) if p]
         self._emit("COMPLETE", inputs, outputs, report=report)
 
     def fail(self, source: str, error: str):

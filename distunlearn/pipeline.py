@@ -11,25 +11,12 @@ from pyspark.sql import DataFrame, SparkSession
 
 from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.selection import EditedKL
+from distunlearn.domains import Domains
 from distunlearn.progress import phase
 from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.ordering import RuleOrdering, chunk_count, keyed_rows, score_unwanted
 from distunlearn.spark.source import Source, labelled_rows
 from distunlearn.spark.statistics import DomainStatistics, domain_statistics
-
-
-@dataclass(frozen=True)
-class Domains:
-    """Which column is the id and the vector, and which rows are unwanted and retained (SQL predicates)."""
-
-    id_col: str
-    vector_col: str
-    unwanted: str
-    retained: str | None = None
-
-    @classmethod
-    def of(cls, config) -> "Domains":
-        return cls(config.id_col, config.vector_col, config.unwanted, config.retained)
 
 
 @dataclass(frozen=True)

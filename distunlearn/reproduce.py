@@ -135,7 +135,7 @@ def downstream_objective(spark, case: Case, path: str) -> dict:
     config = UnlearnConfig(source=c.source, unwanted=c.unwanted, ridge=c.ridge, covariance=c.covariance,
                            seed=c.seed, label_col=c.label_col, test_fraction=c.test_fraction, objective="downstream",
                            rule="auto", dry_run=True)
-    report = build_report(plan_unlearning(spark, config, f"results-{case.name}"))
+    report = build_report(plan_unlearning(spark, config, f"results-{case.name}")).to_dict()
     with open(path, "w") as fh:
         json.dump(report, fh, indent=1)
     return report

@@ -1,6 +1,7 @@
 """``distunlearn verify``: check a finished run against the table as it is now."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from distunlearn.core.gaussian import PooledGaussian
 from distunlearn.core.moments import DomainMoments
 from distunlearn.core.selection import Thresholds
 from distunlearn.errors import DistunlearnError
-from distunlearn.pipeline import Domains, read_labelled, statistics
+from distunlearn.pipeline import read_labelled, statistics
+from distunlearn.run_report import RunReport
 from distunlearn.spark.ledger import Ledger
 from distunlearn.spark.keys import SHUFFLE_JOIN
 from distunlearn.spark.table import TableRef, first_line, table_files
@@ -38,28 +40,29 @@ def verify_run(spark: SparkSession, source, run_id: str, ledger=None, manifest=N
     table = TableRef.parse(source)
     ledger = TableRef.parse(ledger) if ledger else default_ledger(
         TableRef.parse(manifest) if manifest else table.child("_manifest"))
-    record = Ledger(spark, ledger).get(run_id)
+    entries = Ledger(spark, ledger)
+    record = entries.get(run_id)
     if record is None or record["status"] != "succeeded":
         raise DistunlearnError(f"run {run_id} has no succeeded entry in the ledger {ledger.text}")
-    report = json.loads(record["report"])
-    domains = Domains(**{**report["domains"], **{k: v for k, v in domain_overrides.items() if v is not None}})
+    report = entries.run_report(run_id)
+    domains = dataclasses.replace(report.domains, **{k: v for k, v in domain_overrides.items() if v is not None})
     labelled = read_labelled(spark, table, "delta", domains)
     stats = statistics(labelled.rows, domains, keep_unwanted=False)
     checks = _kl_checks(json.loads(record["model"]), report, stats.unwanted, stats.retained)
-    manifest = TableRef.parse(manifest or report["manifest"])
-    checks.append(_absent_ids(spark, labelled.rows, manifest, run_id, report.get("hash_ids"), hash_key))
-    if report.get("purge") and report.get("in_place"):
+    manifest = TableRef.parse(manifest or report.manifest)
+    checks.append(_absent_ids(spark, labelled.rows, manifest, run_id, report.hash_ids, hash_key))
+    if report.purge and report.in_place:
         checks.append(_purged_files(spark, table, report))
     return checks
 
 
-def _kl_checks(model: dict, report: dict, unwanted: DomainMoments, retained: DomainMoments) -> list[Check]:
+def _kl_checks(model: dict, report: RunReport, unwanted: DomainMoments, retained: DomainMoments) -> list[Check]:
     dim = len(model["mu1"])
-    run_model = PooledGaussian.from_parameters(report["n_unwanted"], report["n_retained"], model["mu1"],
+    run_model = PooledGaussian.from_parameters(report.n_unwanted, report.n_retained, model["mu1"],
                                                model["mu2"], np.reshape(model["sigma"], (dim, dim)))
     edited = unwanted.merge(retained)
     removal, preservation = run_model.kl(run_model.mu1, edited.mean), run_model.kl(run_model.mu2, edited.mean)
-    alpha, epsilon = report["alpha"], report["epsilon"]
+    alpha, epsilon = report.alpha, report.epsilon
     thresholds = Thresholds(alpha, epsilon)
     return [
         Check("removal", bool(thresholds.removal_met(removal)),
@@ -84,17 +87,17 @@ def _absent_ids(spark, labelled, manifest: TableRef, run_id: str, hashed: bool, 
                  f"{remaining} of the run's {total} deleted {'id hashes' if hashed else 'ids'} are still in the table")
 
 
-def _purged_files(spark: SparkSession, table: TableRef, report: dict) -> Check:
+def _purged_files(spark: SparkSession, table: TableRef, report: RunReport) -> Check:
     """Every file the run's own commits removed, or wrote as change data (``removed_files``, recorded by
     the run), is gone from storage, whatever others committed or compacted since and after the log's
     cleanup. Storage is listed through Spark, so any file system Spark reaches is checked; a check that
     cannot look fails, saying why."""
-    files = report.get("removed_files")
+    files = report.removed_files
     if files is None:
         return Check("purged files gone", False, "UNKNOWN: the run recorded no list of the files its commits "
                                                  "removed (a run of an older distunlearn)")
     if not files:
-        deleted = report.get("deleted_committed", 0) + report.get("deleted_requested", 0)
+        deleted = (report.deleted_committed or 0) + report.deleted_requested
         return Check("purged files gone", deleted == 0, "the run deleted no row: no file held a deleted row"
                      if deleted == 0 else f"UNKNOWN: the run deleted {deleted} rows but recorded no file")
     try:
@@ -102,7 +105,7 @@ def _purged_files(spark: SparkSession, table: TableRef, report: dict) -> Check:
     except Exception as exc:  # noqa: BLE001 - a check that cannot look must not pass
         return Check("purged files gone", False, f"UNKNOWN: cannot list {table.text}: {first_line(exc)}")
     left = set(files) & stored
-    erasable = (report.get("purge") or {}).get("erasable_from")
+    erasable = report.purge.erasable_from
     if left and erasable and dt.datetime.now(dt.timezone.utc) < dt.datetime.fromisoformat(erasable):
         return Check("purged files gone", True,
                      f"not yet, as the table's retention asks: {len(left)} of {len(files)} files removed or written "

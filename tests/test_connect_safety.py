@@ -89,9 +89,9 @@ def test_a_concurrent_user_of_the_session_never_sees_the_runs_settings(spark, tm
     finally:
         done.set()
         watcher.join()
-    assert report["deleted"] > 0 and report["purge"]["vacuum"]
+    assert report.deleted > 0 and report.purge.vacuum
     assert seen == [] and {key: spark.conf.get(key, None) for key in WATCHED} == before
     history = spark.sql(f"DESCRIBE HISTORY delta.`{source}`").where("version > 0").collect()
     assert {h["operation"] for h in history} >= {"MERGE", "REORG", "VACUUM END"}
     assert all(h["userMetadata"] == '{"distunlearn_run_id": "shared-1"}' for h in history)
-    assert np.isfinite(report["kl_removal_after"])
+    assert np.isfinite(report.kl_removal_after)

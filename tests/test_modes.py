@@ -109,15 +109,15 @@ def test_plan_and_output_delete_the_brute_force_set(mode, data):
     source = mode.table(data["table"], "events")
     plan = Unlearner(rule="likelihood_ratio", **DOMAINS).plan(source, spark=mode.spark)
     f, rows = reference.smallest_budget(data["x1"], data["x2"], data["ids1"], "likelihood_ratio",
-                                        plan.report["alpha"], plan.report["epsilon"])
+                                        plan.report.alpha, plan.report.epsilon)
     expected = set(data["ids1"][rows].tolist())
-    assert plan.deleted == f > 0 and plan.budgets["likelihood_ratio"]["deleted"] == f
+    assert plan.deleted == f > 0 and plan.budgets["likelihood_ratio"].deleted == f
     assert {r["id"] for r in plan.deletion_set().collect()} == expected
     assert "<table>" in plan._repr_html_() and "likelihood_ratio" in repr(plan)
 
     output = mode.new("edited")
     report = plan.apply(output=output)
-    assert report["deleted"] == f and report["output_version"] == 0
+    assert report.deleted == f and report.output_version == 0
     assert mode.ids(output) == set(data["ids"].tolist()) - expected
     assert set(deltalake.DeltaTable(mode.location(output)).to_pyarrow_table().column("id").to_pylist()) == \
         set(data["ids"].tolist()) - expected
@@ -138,7 +138,7 @@ def test_dataframe_input_gives_the_same_plan_as_its_table(connect_spark, data, t
     monkeypatch.setattr(statistics, "DRIVER_BYTES", 1)
     monkeypatch.setattr(statistics, "MIN_FAN_IN", 4)
     by_frame = unlearner.plan(df)
-    assert by_frame.deleted == by_table.deleted > 0 and by_frame.report["source_version"] is None
+    assert by_frame.deleted == by_table.deleted > 0 and by_frame.report.source_version is None
     assert {r["id"] for r in by_frame.deletion_set().collect()} == {r["id"] for r in by_table.deletion_set().collect()}
 
 
@@ -153,9 +153,9 @@ def test_in_place_purge_with_requests_and_hashed_ids_then_verify(mode, data, mon
                                                                                  run_id=f"purge-{mode.name}")
     report = plan.apply(in_place=True, purge=True, retention_hours=0, only_writer=True, hash_ids=True)
     deleted = before - mode.ids(source)
-    assert report["deleted_requested"] == 2 and set(requested) <= deleted
+    assert report.deleted_requested == 2 and set(requested) <= deleted
     distributional = deleted - set(requested)
-    assert len(distributional) == report["deleted"] > 0
+    assert len(distributional) == report.deleted > 0
 
     # brute force with the retained request already out of the retained domain
     keep2 = data["ids"][50:250] != requested[0]
@@ -167,10 +167,10 @@ def test_in_place_purge_with_requests_and_hashed_ids_then_verify(mode, data, mon
                for f in range(51)]
     preservation = [reference.kl(data["x2"].mean(0), np.vstack([x2, np.delete(data["x1"], order[:f], 0)]).mean(0),
                                  sigma) for f in range(51)]
-    f = next(f for f in range(51) if removal[f] >= report["alpha"] and preservation[f] <= report["epsilon"])
+    f = next(f for f in range(51) if removal[f] >= report.alpha and preservation[f] <= report.epsilon)
     assert distributional == set(data["ids1"][order[:f]].tolist())
 
-    manifest = report["manifest"]
+    manifest = report.manifest
     rows = (mode.spark.read.table(manifest) if mode.name == "catalog" else
             mode.spark.read.format("delta").load(manifest)).collect()
     assert {r["id"] for r in rows} == {hmac_hex(KEY.encode(), i) for i in deleted}

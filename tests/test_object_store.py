@@ -55,7 +55,7 @@ def test_plan_output_in_place_purge_and_verify_on_s3(spark, s3, capsys, monkeypa
     x1, x2 = x[(table["topic"] == "unwanted").to_numpy()], x[(table["topic"] == "retained").to_numpy()]
     ids1 = table["id"][table["topic"] == "unwanted"].to_numpy(dtype=object)
     plan = Unlearner(rule="likelihood_ratio", **DOMAINS).plan(source, spark=spark)
-    f, rows = reference.smallest_budget(x1, x2, ids1, "likelihood_ratio", plan.report["alpha"], plan.report["epsilon"])
+    f, rows = reference.smallest_budget(x1, x2, ids1, "likelihood_ratio", plan.report.alpha, plan.report.epsilon)
     assert plan.deleted == f > 0
     assert {r["id"] for r in plan.deletion_set().collect()} == set(ids1[rows].tolist())
 

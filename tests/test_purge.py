@@ -256,3 +256,38 @@ def test_a_retention_below_the_tables_needs_the_only_writer_opt_in(spark, tmp_pa
     assert len(err) == 1 and "--retention-hours 0 is below the 168 hours" in err[0] and "--only-writer" in err[0], err
     assert spark.sql(f"DESCRIBE HISTORY delta.`{source}` LIMIT 1").first()["version"] == version
     assert not (tmp_path / "events_manifest").exists() and not (tmp_path / "distunlearn_ledger").exists()
+
+
+def test_verify_reads_a_ledger_row_of_the_previous_report_format(spark, tmp_path, monkeypatch, capsys):
+    """The run of ``tests/fixtures/report_v1_in_place_purge.json`` (the report the release before
+    ``schema_version`` wrote) made again; its ledger row's report set to that fixture, then ``verify``;
+    a version newer than this release reads stops ``verify`` with one line naming it."""
+    from distunlearn.run_report import RunReport
+    from distunlearn.spark.ledger import Ledger
+    from distunlearn.spark.table import TableRef
+    from test_run_report import old_report
+
+    lake = tmp_path / "lake"
+    ids = make_table(spark, lake / "events", CHANGE_DATA_FEED)
+    requests = requests_table(spark, lake / "requests", [ids[70], ids[305], "no-such-id"])
+    monkeypatch.setenv("DISTUNLEARN_HASH_KEY", KEY)
+    args = ["unlearn", "--source", str(lake / "events"), "--in-place", "--purge", "--retention-hours", "0",
+            "--only-writer", "--requests", requests, "--hash-ids", "--rule", "likelihood_ratio", "--run-id",
+            "old-format-1", "--quiet", *DOMAINS_FLAGS]
+    assert main(args) == 0, capsys.readouterr().err
+    ledger = Ledger(spark, TableRef.parse(str(lake / "distunlearn_ledger")))
+    made, old = ledger.run_report("old-format-1"), old_report(str(lake))
+    assert (made.deleted, made.deleted_requested, made.alpha) == (old["deleted"], old["deleted_requested"],
+                                                                   pytest.approx(old["alpha"], rel=1e-9))
+
+    ledger.record("old-format-1", "succeeded", old)
+    assert "schema_version" not in json.loads(ledger.table.read(spark).first()["report"])
+    capsys.readouterr()
+    verify = ["verify", "--source", str(lake / "events"), "--run-id", "old-format-1", "--quiet"]
+    assert main(verify) == 0, capsys.readouterr()
+    assert capsys.readouterr().out.count("PASS") == 4
+
+    ledger.record("old-format-1", "succeeded", {**RunReport.from_dict(old).to_dict(), "schema_version": 3})
+    assert main(verify) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "schema version 3; this distunlearn reads versions 1 to 2" in err[0], err

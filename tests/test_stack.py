@@ -83,14 +83,14 @@ def test_vacuum_retains_the_hours_asked_for_not_the_tables_property(spark, tmp_p
     table = TableRef.parse(str(path))
 
     kept = purge(spark, table, retention_hours=1000, run_id="keep", after_version=2, id_col="id")
-    assert data() == before and kept["vacuum"]["numDeletedFiles"] == 0
-    assert (kept["retention_applied_hours"], kept["retention_applied_from"]) == (1000, "RETAIN")
+    assert data() == before and kept.vacuum["numDeletedFiles"] == 0
+    assert (kept.retention_applied_hours, kept.retention_applied_from) == (1000, "RETAIN")
     properties = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["properties"]
     assert properties["delta.deletedFileRetentionDuration"] == "interval 0 hours"
 
     erased = purge(spark, table, retention_hours=0, run_id="erase", after_version=4, id_col="id", only_writer=True)
-    assert len(data()) == 2 and erased["vacuum"]["numDeletedFiles"] == 2
-    assert (erased["retention_applied_hours"], erased["retention_applied_from"]) == (0, "RETAIN")
+    assert len(data()) == 2 and erased.vacuum["numDeletedFiles"] == 2
+    assert (erased.retention_applied_hours, erased.retention_applied_from) == (0, "RETAIN")
 
 
 # A Spark other than either tested pair, installed before distunlearn (override: pyspark,delta-spark).

@@ -15,6 +15,7 @@ from distunlearn.cli import main
 from distunlearn.config import UnlearnConfig
 from distunlearn.errors import DistunlearnError
 from distunlearn.job import run_unlearn
+from distunlearn.run_report import RunReport
 from distunlearn.spark.source import Source, labelled_rows
 from distunlearn.spark import statistics
 from distunlearn.spark.statistics import domain_statistics
@@ -63,8 +64,8 @@ def test_deleted_set_is_the_brute_force_smallest_and_edited_table_meets_threshol
     report = run_unlearn(spark, config)
 
     x1, x2, ids1 = generated["x1"], generated["x2"], generated["ids1"]
-    f, rows = reference.smallest_budget(x1, x2, ids1, rule, report["alpha"], report["epsilon"])
-    assert report["deleted"] == f and f > 0
+    f, rows = reference.smallest_budget(x1, x2, ids1, rule, report.alpha, report.epsilon)
+    assert report.deleted == f and f > 0
     assert manifest_ids(spark, out + "_manifest") == sorted(ids1[rows].tolist())
 
     table, by_topic = edited_vectors(out)
@@ -75,10 +76,10 @@ def test_deleted_set_is_the_brute_force_smallest_and_edited_table_meets_threshol
     sigma = reference.pooled_covariance(x1, x2)
     m_f = np.vstack([by_topic["retained"], by_topic["unwanted"]]).mean(0)
     removal, preservation = reference.kl(x1.mean(0), m_f, sigma), reference.kl(x2.mean(0), m_f, sigma)
-    assert removal >= report["alpha"] and preservation <= report["epsilon"]
-    assert report["kl_removal_after"] == pytest.approx(removal, rel=1e-6)
-    assert report["kl_preservation_after"] == pytest.approx(preservation, rel=1e-6)
-    assert json.loads(Path(tmp_path / "report.json").read_text()) == report
+    assert removal >= report.alpha and preservation <= report.epsilon
+    assert report.kl_removal_after == pytest.approx(removal, rel=1e-6)
+    assert report.kl_preservation_after == pytest.approx(preservation, rel=1e-6)
+    assert RunReport.from_dict(json.loads(Path(tmp_path / "report.json").read_text())) == report
 
 
 def test_report_figures_match_numpy(spark, generated, tmp_path):
@@ -89,19 +90,19 @@ def test_report_figures_match_numpy(spark, generated, tmp_path):
     m0 = np.vstack([x1, x2]).mean(0)
     kappa = reference.kl(x1.mean(0), x2.mean(0), sigma)
     before1, before2 = reference.kl(x1.mean(0), m0, sigma), reference.kl(x2.mean(0), m0, sigma)
-    assert (report["n_unwanted"], report["n_retained"], report["dims"]) == (60, 240, 4)
-    assert report["kappa"] == pytest.approx(kappa, rel=1e-6)
-    assert report["kl_removal_before"] == pytest.approx(before1, rel=1e-6)
-    assert report["kl_preservation_before"] == pytest.approx(before2, rel=1e-6)
-    assert report["alpha"] == pytest.approx(before1 + 0.5 * (kappa - before1), rel=1e-6)
-    assert report["epsilon"] == pytest.approx(before2, rel=1e-6)
-    assert report["alpha_max_at_epsilon"] == pytest.approx((np.sqrt(kappa) + np.sqrt(before2)) ** 2, rel=1e-6)
-    assert (report["source_version"], report["output_version"], report["run_id"]) == (0, 0, "r-1")
-    manifest = spark.read.format("delta").load(report["manifest"])
+    assert (report.n_unwanted, report.n_retained, report.dims) == (60, 240, 4)
+    assert report.kappa == pytest.approx(kappa, rel=1e-6)
+    assert report.kl_removal_before == pytest.approx(before1, rel=1e-6)
+    assert report.kl_preservation_before == pytest.approx(before2, rel=1e-6)
+    assert report.alpha == pytest.approx(before1 + 0.5 * (kappa - before1), rel=1e-6)
+    assert report.epsilon == pytest.approx(before2, rel=1e-6)
+    assert report.alpha_max_at_epsilon == pytest.approx((np.sqrt(kappa) + np.sqrt(before2)) ** 2, rel=1e-6)
+    assert (report.source_version, report.output_version, report.run_id) == (0, 0, "r-1")
+    manifest = spark.read.format("delta").load(report.manifest)
     assert manifest.columns == ["run_id", "id", "reason", "rule", "score", "rank"]
     ranks = sorted(r["rank"] for r in manifest.collect())
-    assert ranks == list(range(1, report["deleted"] + 1))
-    history = spark.sql(f"DESCRIBE HISTORY delta.`{report['output']}`").select("userMetadata").first()[0]
+    assert ranks == list(range(1, report.deleted + 1))
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{report.output}`").select("userMetadata").first()[0]
     assert json.loads(history) == {"distunlearn_run_id": "r-1"}
 
 
@@ -109,19 +110,19 @@ def test_auto_evaluates_every_rule_and_keeps_the_fewest(spark, generated, tmp_pa
     """One scan takes every rule (one chunk); each rule's budget is the brute-force smallest of its order."""
     report = run_unlearn(spark, UnlearnConfig(source=generated["path"], alpha_rel=0.5, epsilon_rel=1.0,
                                               output=str(tmp_path / "o"), **DOMAINS))
-    needs = {rule: entry["deleted"] for rule, entry in report["rules"].items() if entry["feasible"]}
-    assert set(report["rules"]) == {"likelihood_ratio", "distance_to_retained", "mahalanobis_to_retained",
+    needs = {rule: entry.deleted for rule, entry in report.rules.items() if entry.feasible}
+    assert set(report.rules) == {"likelihood_ratio", "distance_to_retained", "mahalanobis_to_retained",
                                     "cosine_to_retained", "closest_to_unwanted", "ambiguous_first", "random"}
-    assert report["deleted"] == min(needs.values()) == needs[report["rule"]]
+    assert report.deleted == min(needs.values()) == needs[report.rule]
     x1, x2, ids1 = generated["x1"], generated["x2"], generated["ids1"]
     keys = dict(spark.createDataFrame([(int(i),) for i in ids1], "id long")
                 .select("id", F.xxhash64(F.lit(0), "id").cast("double")).collect())   # the random rule, seed 0
-    for rule in report["rules"]:
-        f, _ = reference.smallest_budget(x1, x2, ids1, rule, report["alpha"], report["epsilon"],
+    for rule in report.rules:
+        f, _ = reference.smallest_budget(x1, x2, ids1, rule, report.alpha, report.epsilon,
                                          random_keys=[keys[int(i)] for i in ids1])
         assert needs.get(rule) == f, rule
-    rules = {r["rule"] for r in spark.read.format("delta").load(report["manifest"]).select("rule").collect()}
-    assert rules == {report["rule"]}
+    rules = {r["rule"] for r in spark.read.format("delta").load(report.manifest).select("rule").collect()}
+    assert rules == {report.rule}
 
 
 def test_same_input_gives_the_same_set_whatever_the_chunking(spark, generated, tmp_path):
@@ -138,7 +139,7 @@ def test_dry_run_writes_no_table(spark, generated, tmp_path):
     out = tmp_path / "never"
     report = run_unlearn(spark, UnlearnConfig(source=generated["path"], rule="likelihood_ratio", dry_run=True,
                                               output=str(out), report=str(tmp_path / "r.json"), **DOMAINS))
-    assert report["deleted"] > 0 and report["output_version"] is None
+    assert report.deleted > 0 and report.output_version is None
     assert not out.exists() and not Path(str(out) + "_manifest").exists()
     assert json.loads((tmp_path / "r.json").read_text())["dry_run"] is True
 
@@ -157,9 +158,9 @@ def test_id_and_vector_types(spark, tmp_path, id_type, vector_type):
     report = run_unlearn(spark, UnlearnConfig(source=src, rule="likelihood_ratio", output=str(tmp_path / "o"),
                                               **DOMAINS))
     ids1 = np.array(table.column("id").to_pylist()[:30], dtype=object)
-    f, rows = reference.smallest_budget(x1, x2, ids1, "likelihood_ratio", report["alpha"], report["epsilon"])
-    assert report["deleted"] == f
-    assert manifest_ids(spark, report["manifest"]) == sorted(ids1[rows].tolist())
+    f, rows = reference.smallest_budget(x1, x2, ids1, "likelihood_ratio", report.alpha, report.epsilon)
+    assert report.deleted == f
+    assert manifest_ids(spark, report.manifest) == sorted(ids1[rows].tolist())
 
 
 def test_parquet_source(spark, generated, tmp_path):
@@ -167,8 +168,8 @@ def test_parquet_source(spark, generated, tmp_path):
     spark.read.format("delta").load(generated["path"]).write.parquet(src)
     report = run_unlearn(spark, UnlearnConfig(source=src, format="parquet", rule="likelihood_ratio",
                                               output=str(tmp_path / "o"), **DOMAINS))
-    assert report["source_version"] is None and report["deleted"] > 0
-    assert spark.read.format("delta").load(str(tmp_path / "o")).count() == 330 - report["deleted"]
+    assert report.source_version is None and report.deleted > 0
+    assert spark.read.format("delta").load(str(tmp_path / "o")).count() == 330 - report.deleted
 
 
 def test_statistics_pass_is_exact_with_a_large_offset(spark, tmp_path, monkeypatch):
@@ -256,11 +257,11 @@ def test_requests_by_another_key_are_deleted_whatever_their_domain(spark, genera
                                               requests=str(tmp_path / "requests"), request_key="payload", **DOMAINS))
     edited = spark.read.format("delta").load(str(tmp_path / "o"))
     assert edited.where(F.col("payload").isin(*picked.values())).count() == 0
-    assert report["deleted_requested"] == 3
-    assert edited.count() == 330 - 3 - report["deleted"]
-    reasons = {r["reason"]: r["n"] for r in spark.read.format("delta").load(report["manifest"])
+    assert report.deleted_requested == 3
+    assert edited.count() == 330 - 3 - report.deleted
+    reasons = {r["reason"]: r["n"] for r in spark.read.format("delta").load(report.manifest)
                .groupBy("reason").agg(F.count("*").alias("n")).collect()}
-    assert reasons == {"request": 3, "distributional": report["deleted"]}
+    assert reasons == {"request": 3, "distributional": report.deleted}
 
 
 def _plans_since(spark, execution_id: int) -> dict[int, str]:
@@ -295,7 +296,7 @@ def test_key_sets_are_broadcast_only_under_the_limit(spark, generated, tmp_path)
             report = run_unlearn(spark, UnlearnConfig(**{"source": generated["path"], "rule": "likelihood_ratio",
                                                          "requests": str(tmp_path / "requests"), **DOMAINS,
                                                          "broadcast_limit_mb": limit, **extra}))
-            assert report["deleted"] > 0 and report["deleted_requested"] == 1
+            assert report.deleted > 0 and report.deleted_requested == 1
         plans = _plans_since(spark, start)
         key_joins = [p for p in plans.values() if any(k in p for k in KEY_COLUMNS)]
         broadcast = [p for p in plans.values() if "Broadcast" in p]
@@ -330,7 +331,7 @@ def test_catalog_table_source(spark, generated, tmp_path):
                                                   **DOMAINS))
         by_path = run_unlearn(spark, UnlearnConfig(source=generated["path"], rule="likelihood_ratio", dry_run=True,
                                                    **DOMAINS))
-        assert report["source_version"] == 0 and report["deleted"] == by_path["deleted"] > 0
+        assert report.source_version == 0 and report.deleted == by_path.deleted > 0
     finally:
         spark.sql("DROP TABLE IF EXISTS unlearn_events")
 

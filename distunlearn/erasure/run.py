@@ -7,6 +7,7 @@ and edits no table twice. The erasure status table is then brought up to date in
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -18,7 +19,7 @@ from distunlearn.erasure.config import ErasedTable, ErasureConfig
 from distunlearn.erasure.status import TableOutcome, update_status
 from distunlearn.erasure.subjects import check_tables, present_subjects, read_subjects, subject_keys
 from distunlearn.progress import phase
-from distunlearn.report import retention_applied
+from distunlearn.run_report import Purge
 from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.live_edit import LiveEdit, commit, removed_files, run_commits
 from distunlearn.spark.ledger import Ledger
@@ -101,12 +102,12 @@ def _erase(spark: SparkSession, config: ErasureConfig, t: ErasedTable, subjects,
         elif holds:
             requests = read_requests(spark, keys.select(F.col("key").alias(t.key)), t.key, config.broadcast_limit_mb)
             commits = commit(spark, edit, None, None, requests.keys, requests.size, state["version_before"], [])
-        state["commits"] = [c.record() for c in commits]
+        state["commits"] = [dataclasses.asdict(c) for c in commits]
         deleted = _deleted_subjects(spark, t, keys, state["commits"], held)
         state["removed_files"] = removed_files(spark, t.table, [c.version for c in commits])
-        state["purge"] = purge(spark, t.table, t.retention_hours, edit.run_id, state["version_before"], t.key,
-                               t.only_writer)
-        reorg = state["purge"].get("reorg", {}).get("version")
+        purged = purge(spark, t.table, t.retention_hours, edit.run_id, state["version_before"], t.key, t.only_writer)
+        state["purge"] = purged.to_dict()
+        reorg = purged.reorg_version
         if reorg is not None:
             state["removed_files"] = sorted(set(state["removed_files"]) | set(removed_files(spark, t.table, [reorg])))
         state["done"] = True
@@ -139,7 +140,8 @@ def _unlearn(spark: SparkSession, config: ErasureConfig, t: ErasedTable, keys, e
     from distunlearn.job import run_unlearn
 
     requests = keys.select(F.col("key").alias(t.key)) if keys.limit(1).count() else None   # none left: no requests
-    state["unlearn"] = {k: v for k, v in run_unlearn(spark, config.unlearn_config(t, requests, edit.run_id)).items()
+    report = run_unlearn(spark, config.unlearn_config(t, requests, edit.run_id)).to_dict()
+    state["unlearn"] = {k: v for k, v in report.items()
                         if k in ("deleted", "deleted_requested", "rule", "alpha", "epsilon", "kl_removal_after",
                                  "kl_preservation_after", "manifest")}
     return run_commits(spark, edit, state["version_before"])
@@ -154,7 +156,7 @@ def summary(report: dict) -> str:
         deleted = sum(c["rows_deleted"] or 0 for c in commits)
         edit = f"deleted {deleted} row(s) in version {commits[-1]['version']}" if commits else "nothing to delete"
         vacuum = purged.get("vacuum") or {}
-        lines.append(f"  {name}: {edit}; VACUUM (retain {retention_applied(purged)}) deleted "
+        lines.append(f"  {name}: {edit}; VACUUM (retain {Purge.from_dict(purged).retention_applied()}) deleted "
                      f"{vacuum.get('numDeletedFiles', 0)} file(s); the files this run removed may go from "
                      f"{(purged.get('erasable_from') or '?')[:19]} UTC")
     status = report.get("status") or {}

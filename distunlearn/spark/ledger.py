@@ -8,6 +8,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
+from distunlearn.run_report import RunReport
 from distunlearn.spark.delta_writer import replace_run_rows
 from distunlearn.spark.table import TableRef
 
@@ -43,15 +44,24 @@ class Ledger:
         return self._rows[run_id]
 
     def report(self, run_id: str) -> dict | None:
+        """The run's report as stored (JSON): an erasure run's, or an unlearn run's of any schema version."""
         row = self.get(run_id)
         return None if row is None or not row["report"] else json.loads(row["report"])
 
-    def record(self, run_id: str, status: str, report: dict | None = None, model: dict | None = None,
+    def run_report(self, run_id: str) -> RunReport | None:
+        """An unlearn run's report, read whatever schema version wrote it (``RunReport.from_dict``)."""
+        report = self.report(run_id)
+        return None if report is None else RunReport.from_dict(report)
+
+    def record(self, run_id: str, status: str, report: RunReport | dict | None = None, model: dict | None = None,
                config_hash: str | None = None, error: str | None = None) -> None:
-        """Insert or replace this run's row (one atomic commit); fields not given keep their earlier values."""
+        """Insert or replace this run's row (one atomic commit); fields not given keep their earlier values.
+        ``report``: an unlearn run's, or an erasure run's JSON."""
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         values = dict(self.get(run_id) or {"started_at": now})
         values.update({"run_id": run_id, "status": status, "updated_at": now, "error": error})
+        if isinstance(report, RunReport):
+            report = report.to_dict()
         if report is not None:
             values.update({   # an erasure run's report has no source, rule or KLs of its own
                 "source": report.get("source"), "source_version_read": report.get("source_version"),

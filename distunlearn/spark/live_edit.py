@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from distunlearn.errors import ConflictError, DistunlearnError
+from distunlearn.run_report import RunCommit
 from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.delta_errors import conflict_line, conflicting_commit, is_conflict, root_cause
 from distunlearn.spark.delta_writer import commit_metadata, merge_delete, replace_run_rows
@@ -55,22 +56,6 @@ class LiveEdit:
     def merges(self) -> int:
         """How many MERGE commits the edit makes: the planned rows, then the requested keys of another column."""
         return 2 if self.request_key is not None and not self.requests_by_id else 1
-
-
-@dataclass(frozen=True)
-class RunCommit:
-    """One MERGE commit of the run: its version, the version it read, its place among the run's MERGEs
-    (0: the planned rows, 1: the requested keys) and the rows it deleted (Delta's metric)."""
-
-    version: int
-    read_version: int
-    step: int
-    rows_deleted: int | None
-    committed_at: str | None = None   # the commit's timestamp (ISO, UTC)
-
-    def record(self) -> dict:
-        return {"version": self.version, "read_version": self.read_version, "step": self.step,
-                "rows_deleted": self.rows_deleted, "committed_at": self.committed_at}
 
 
 def run_commits(spark: SparkSession, edit: LiveEdit, since: int) -> list[RunCommit]:

@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from distunlearn.errors import ParameterError
+from distunlearn.run_report import Purge
 from distunlearn.spark.delta_writer import commit_conf, commit_metadata
 from distunlearn.spark.session import run_session
 from distunlearn.spark.table import TableRef
@@ -92,7 +93,7 @@ def id_in_log_statistics(properties: dict, columns: list[str], id_col: str) -> b
 
 
 def purge(spark: SparkSession, table: TableRef, retention_hours: float | None, run_id: str, after_version: int,
-          id_col: str, only_writer: bool = False) -> dict:
+          id_col: str, only_writer: bool = False) -> Purge:
     """Rewrite files holding soft-deleted rows, then VACUUM: delete every file the table no longer needs
     that left it longer ago than its own retention (``delta.deletedFileRetentionDuration``), or than
     ``retention_hours`` when given (data, deletion vectors, ``_change_data``). A retention below the
@@ -131,5 +132,4 @@ def purge(spark: SparkSession, table: TableRef, retention_hours: float | None, r
     if applied is not None and applied != math.floor(asked + 0.5) and applied != asked:   # RETAIN: whole hours
         log.warning("VACUUM of %s retained %g hours (%s), not the %g asked for", table.text,
                     result["retention_applied_hours"], result["retention_applied_from"], asked)
-    result["safety_check_lowered"] = lowered
-    return result
+    return Purge(**result, safety_check_lowered=lowered)

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, DoubleType, FloatType, IntegralType, NumericType, StringType
 
 from distunlearn.errors import DistunlearnError, ParameterError, labelled
+from distunlearn.run_report import RequestsRead
 from distunlearn.spark.checkpoints import freeze
 from distunlearn.spark.keys import DEFAULT_BROADCAST_LIMIT_MB, KeySet, key_row_bytes, variable_width
 from distunlearn.spark.session import conf_bytes, cores
@@ -144,8 +145,8 @@ class Requests:
     null_keys: int
     version: int | None
 
-    def record(self) -> dict:
-        return {"keys": self.size.rows, "null_keys": self.null_keys, "version": self.version}
+    def record(self) -> RequestsRead:
+        return RequestsRead(self.size.rows, self.null_keys, self.version)
 
 
 def read_requests(spark: SparkSession, data: "str | TableRef | DataFrame", key: str,
