@@ -48,7 +48,7 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
                                                 "for a classifier without it)")
     p.add_argument("--reg-param", type=float, help="classifier's regParam (logistic regression L2 strength, default "
                                                    "1e-4; an error for a classifier without it)")
-    p.add_argument("--rounds", type=int, help="rounds of refitting of the retrain_margin rule (default 10)")
+    p.add_argument("--rounds", type=int, help="rounds of refitting of the retrain rules (retrain_margin, retrain_influence; default 10)")
     add_session_arguments(p)
 
 
