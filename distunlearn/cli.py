@@ -60,7 +60,7 @@ def downstream_group(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                                                 "for a classifier without it)")
     g.add_argument("--reg-param", type=float, help="classifier's regParam (logistic regression L2 strength, default "
                                                    "1e-4; an error for a classifier without it)")
-    g.add_argument("--rounds", type=int, help="rounds of refitting of the retrain_margin rule (default 10)")
+    g.add_argument("--rounds", type=int, help="rounds of refitting of the retrain rules (retrain_margin, retrain_influence; default 10)")
     return g
 
 

@@ -160,8 +160,9 @@ def results_markdown(results: list[dict], command: str) -> str:
         "| case | paper: data | paper metric | paper random | paper selective | KL: random | KL: paper's rule "
         "(distance_to_retained) | KL: likelihood_ratio | KL: ambiguous_first | KL: full removal | downstream: random | "
         "downstream: paper's rule | downstream: likelihood_ratio | downstream: ambiguous_first | downstream: "
-        "retrain_margin | forget metric, all data -> full removal | retained accuracy (min-max over all budgets) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "retrain_margin | downstream: retrain_influence | forget metric, all data -> full removal | retained accuracy "
+        "(min-max over all budgets) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         paper = PAPER.get(r["paper"] or "", {})
@@ -182,7 +183,7 @@ def results_markdown(results: list[dict], command: str) -> str:
             f"{paper.get('metric', '-')} | {paper.get('random', '-')} | {paper.get('selective', '-')} | "
             f"{kl('random')} | {kl('distance_to_retained')} | {kl('likelihood_ratio')} | {kl('ambiguous_first')} | "
             f"100 | {ds('random')} | {ds('distance_to_retained')} | {ds('likelihood_ratio')} | "
-            f"{ds('ambiguous_first')} | {ds('retrain_margin')} | {forget} | "
+            f"{ds('ambiguous_first')} | {ds('retrain_margin')} | {ds('retrain_influence')} | {forget} | "
             f"{f'{min(retained):.3f}-{max(retained):.3f}' if retained else '-'} |")
     lines += objective_markdown([r for r in results if r.get("objective")])
     lines += ["", "## Cases", ""]
@@ -205,13 +206,15 @@ def objective_markdown(results: list[dict]) -> list[str]:
              "Each rule's smallest budget at which the retrained logistic regression's forget-domain accuracy is "
              "halfway to the full-removal model's, retained accuracy within 0.01 and KL(p2\\|\\|p_f) <= epsilon "
              "(epsilon_rel 1), searched on a grid of 1% steps; the fewest deletions win. Fixed rules: the "
-             "downstream halving fraction of `evaluate` (above, interpolated on an 11-point grid). retrain_margin: "
-             "the budget the search found for its order (10 rounds of refits), the fits and seconds that order "
-             "took, and its ratio to random's fraction.", "",
+             "downstream halving fraction of `evaluate` (above, interpolated on an 11-point grid). retrain_margin and "
+             "retrain_influence: the budget the search found for each one's order (10 rounds of refits; none when "
+             "a rule already searched needs fewer deletions), the fits and seconds that order took, and its ratio "
+             "to random's fraction.", "",
              "| case | paper random | paper selective | downstream: random | best fixed rule | objective: rule | "
              "objective: % deleted | vs random | forget accuracy: all data -> chosen (target) | retained accuracy: "
-             "all data -> chosen | fits | s per fit | retrain_margin: % deleted (vs random) | its order: fits, s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "all data -> chosen | fits | s per fit | retrain_margin: % deleted (vs random) | its order: fits, s | "
+             "retrain_influence: % deleted (vs random) | its order: fits, s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     short = []
     for r in results:
         paper = PAPER.get(r["paper"] or "", {})
@@ -232,7 +235,8 @@ def objective_markdown(results: list[dict]) -> list[str]:
             f"{d['all_data']['forget_accuracy']:.3f} -> {at['forget_accuracy']:.3f} "
             f"(<= {d['target']['forget_accuracy_at_most']:.3f}) | {d['all_data']['retained_accuracy']:.3f} -> "
             f"{at['retained_accuracy']:.3f} | {d['fits_made']} | {d['seconds_per_fit']:.2f} | "
-            f"{_retrain_cells(d['rules'].get('retrain_margin'), o['n_unwanted'], random)} |")
+            + " | ".join(_retrain_cells(d["rules"].get(rule), o["n_unwanted"], random) for rule in DOWNSTREAM_RULES)
+            + " |")
         target = TARGET_VS_RANDOM.get(r["name"])
         if target is not None and (fraction is None or not random or fraction > target * random):
             short.append(f"{r['name']} ({fraction / random if fraction is not None and random else float('nan'):.2f}x "
@@ -246,7 +250,7 @@ def objective_markdown(results: list[dict]) -> list[str]:
 
 
 def _retrain_cells(entry: dict | None, n1: int, random: float | None) -> str:
-    """The retrain rule's searched budget (and its ratio to random's) and what its order cost."""
+    """A retrain rule's searched budget (and its ratio to random's) and what its order cost."""
     if entry is None:
         return "- | -"
     order = entry["order"]

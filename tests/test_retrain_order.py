@@ -1,6 +1,6 @@
-"""The downstream objective's retrain-aware order, its infeasible targets and its filtered fits: the
-``retrain_margin`` order against scikit-learn refitted per round, a domain no deletion can forget, and a
-random forest's budget against one searched on fits of filtered rows."""
+"""The downstream objective's retrain-aware orders, its infeasible targets and its filtered fits: the
+``retrain_margin`` and ``retrain_influence`` orders against scikit-learn refitted per round, a domain no
+deletion can forget, and a random forest's budget against one searched on fits of filtered rows."""
 from __future__ import annotations
 
 import math
@@ -43,17 +43,30 @@ def config(path, **kw):
                             "budget_steps": 10, "dry_run": True, **kw})
 
 
-def test_retrain_margin_order_equals_scikit_learn_refitted_per_round(spark, overlapping):
+def influence(x, y, keep, domain, rows):
+    """n times the change of the domain's mean p(own label) when each row of ``rows`` leaves the training rows
+    ``keep``: unregularized binomial logistic regression, its Hessian A and gradients written out."""
+    clf = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(x[keep], y[keep])
+    xt = np.c_[x, np.ones(len(x))]
+    p1 = clf.predict_proba(x)[:, list(clf.classes_).index(1)]
+    w = p1 * (1 - p1)
+    a = (xt[keep] * w[keep, None]).T @ xt[keep] / keep.sum()
+    own_grad = np.where(y[domain] == 1, 1.0, -1.0)[:, None] * w[domain, None] * xt[domain]   # d p_y / d w
+    v = np.linalg.solve(a, own_grad.mean(axis=0))
+    return ((p1[rows] - y[rows])[:, None] * xt[rows]) @ v
+
+
+@pytest.mark.parametrize("rule", ["retrain_margin", "retrain_influence"])
+def test_retrain_order_equals_scikit_learn_refitted_per_round(spark, overlapping, rule):
     """Round r fits on the kept training rows and deletes the next share of the unwanted rows (both splits),
-    lowest probability of their own label first, ties by id: the job's order is that list."""
+    ties by id: lowest probability of their own label first (retrain_margin), or lowest influence on the
+    domain's mean probability of its own label (retrain_influence). The job's order is that list."""
     path, table = overlapping
-    cfg = config(path, rule="retrain_margin", rounds=ROUNDS, reg_param=0.0, max_iter=1000,
-                 classifier_params={"tol": 1e-12})
+    cfg = config(path, rule=rule, rounds=ROUNDS, reg_param=0.0, max_iter=1000, classifier_params={"tol": 1e-12})
     plan = plan_unlearning(spark, cfg, "retrain", keep_orderings=True)
     n1 = plan.kl.n1
-    job_order = [r["id"] for r in sorted(plan.orderings["retrain_margin"].deleted(n1).collect(),
-                                         key=lambda r: r["rank"])]
-    cost = plan.downstream["rules"]["retrain_margin"]["order"]
+    job_order = [r["id"] for r in sorted(plan.orderings[rule].deleted(n1).collect(), key=lambda r: r["rank"])]
+    cost = plan.downstream["rules"][rule]["order"]
     assert cost["fits"] == ROUNDS and cost["seconds"] > 0
 
     # the same rounds in scikit-learn: unregularized logistic regression on the kept training rows
@@ -67,10 +80,13 @@ def test_retrain_margin_order_equals_scikit_learn_refitted_per_round(spark, over
     m, expected = int(y.sum()), []
     for r in range(ROUNDS):
         keep = train & ~deleted
-        clf = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(x[keep], y[keep])
         left = np.flatnonzero((y == 1) & ~deleted)
-        p = clf.predict_proba(x[left])[:, list(clf.classes_).index(1)]
-        take = left[np.lexsort((ids[left], p))][:round(m * (r + 1) / ROUNDS) - round(m * r / ROUNDS)]
+        if rule == "retrain_influence":
+            s = influence(x, y, keep, y == 1, left)
+        else:
+            clf = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(x[keep], y[keep])
+            s = clf.predict_proba(x[left])[:, list(clf.classes_).index(1)]
+        take = left[np.lexsort((ids[left], s))][:round(m * (r + 1) / ROUNDS) - round(m * r / ROUNDS)]
         deleted[take] = True
         expected += ids[take].tolist()
     assert len(expected) == m == n1

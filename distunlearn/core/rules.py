@@ -16,9 +16,9 @@ RULES = (
     "random",
 )
 #: Rules of the downstream objective only (they retrain its classifier): ``auto`` adds them there.
-DOWNSTREAM_RULES = ("retrain_margin",)
+DOWNSTREAM_RULES = ("retrain_margin", "retrain_influence")
 #: Rules whose score is a per-row key computed before scoring (``keys``), not a function of the vector.
-KEYED_RULES = ("random", "retrain_margin")
+KEYED_RULES = ("random", "retrain_margin", "retrain_influence")
 
 RULE_HELP = {
     "distance_to_retained": "||x - mu2||: furthest from the retained mean first (the paper's rule)",
@@ -31,6 +31,9 @@ RULE_HELP = {
     "random": "a seeded hash of the id: uniform random order",
     "retrain_margin": "downstream objective only: --rounds rounds, each refits the classifier on the rows kept so "
                       "far and deletes the next 1/R of the unwanted rows, those least confident of their own label",
+    "retrain_influence": "downstream objective only, logistic regression: --rounds rounds like retrain_margin, "
+                         "deleting those whose removal lowers the domain's mean probability of its own label the "
+                         "most by the fit's influence functions",
 }
 
 
@@ -38,7 +41,7 @@ def score_rows(rule: str, model: PooledGaussian, x: np.ndarray, whitened: np.nda
                random_keys: np.ndarray | None = None) -> np.ndarray:
     """Scores of rows ``x`` (raw, n x d) whose whitened form ``model.whiten(x)`` is given.
 
-    ``random_keys`` (one number per row: a seeded hash of the id, or the key of ``retrain_margin``'s rounds) is
+    ``random_keys`` (one number per row: a seeded hash of the id, or the key of a retrain rule's rounds) is
     the score of the ``KEYED_RULES``.
     """
     if rule == "likelihood_ratio":
