@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from distunlearn.cli import build_parser
+from distunlearn.arguments import build_parser
 
 WIDTH = "100"   # the help's line width, fixed so the page does not depend on the terminal
 

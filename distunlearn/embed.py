@@ -86,7 +86,7 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--text-col", default="text", help="string column to embed (default text)")
     p.add_argument("--vector-col", default="embedding", help="new array<float> column (default embedding)")
     p.add_argument("--output", required=True, help="path or catalog name of the new Delta table (must not exist)")
-    from distunlearn.cli import add_session_arguments
+    from distunlearn.arguments import add_session_arguments
 
     add_session_arguments(p)
     return p

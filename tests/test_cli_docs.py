@@ -5,7 +5,7 @@ import argparse
 import re
 from pathlib import Path
 
-from distunlearn.cli import build_parser
+from distunlearn.arguments import build_parser
 from distunlearn.cli_docs import render
 
 PAGE = Path(__file__).parents[1] / "docs" / "cli.md"
