@@ -197,7 +197,7 @@ def run_unlearn(spark: SparkSession, config: UnlearnConfig, plan: UnlearnPlan | 
     if earlier and earlier["status"] == "succeeded":
         log.info("run %s already succeeded; nothing to do", run_id)
         if earlier["config_hash"] != config.fingerprint:
-            log.warning("run %s succeeded earlier with other settings; use a new --run-id for a new run", run_id)
+            log.warning("run %s succeeded earlier with other settings; use a new run id for a new run", run_id)
         return dataclasses.replace(ledger.run_report(run_id), repeated=True)
     source_name = _name(config.source)
     lineage = Lineage(run_id)

@@ -173,7 +173,7 @@ def read_requests(spark: SparkSession, data: "str | TableRef | DataFrame", key: 
         raise ParameterError(f"{{requests}} has no usable key in column {key!r}: {counts['rows']:,} row(s), "
                              f"{null_keys:,} of them null", "requests")
     if null_keys:
-        log.warning("--requests: %d row(s) with a null %r were left out (%d key(s) used)", null_keys, key,
+        log.warning("requests: %d row(s) with a null %r were left out (%d key(s) used)", null_keys, key,
                     size["rows"])
     keyset = KeySet(size["rows"], key_row_bytes(dtype, size["width"] or 0))
     return Requests(keyset.hinted(distinct, broadcast_limit_mb), keyset, null_keys, version)
