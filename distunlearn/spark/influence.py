@@ -11,67 +11,13 @@ scores the rows. Only these sums reach the driver.
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from distunlearn.udfs.influence import gradient_partials, hessian_partials, influence_scorer
+
 #: Relative ridge on the Hessian: it is singular along the weights every class shares, which no score sees.
 RIDGE = 1e-9
-
-
-def _matrix(batch: pa.RecordBatch, name: str, width: int) -> np.ndarray:
-    values = batch.column(batch.schema.get_field_index(name)).flatten()
-    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, width)
-
-
-def _inputs(batch, k: int, d: int):
-    x = _matrix(batch, "x", d)
-    return x, np.c_[x, np.ones(len(x))], _matrix(batch, "p", k)
-
-
-def _packed(v: np.ndarray) -> pa.Array:
-    return pa.ListArray.from_arrays(pa.array([0, v.size], pa.int32()), pa.array(v.ravel(), pa.float64()))
-
-
-def _hessian_partials(k: int, d: int):
-    def run(batches):
-        h, sx, sxx, n = np.zeros((k, d + 1, k, d + 1)), np.zeros(d), np.zeros(d), 0
-        for batch in batches:
-            x, xt, p = _inputs(batch, k, d)
-            for a in range(k):
-                for c in range(a, k):
-                    block = (xt * (p[:, a] * ((a == c) - p[:, c]))[:, None]).T @ xt
-                    h[a, :, c, :] += block
-                    if c != a:
-                        h[c, :, a, :] += block.T
-            sx, sxx, n = sx + x.sum(axis=0), sxx + np.square(x).sum(axis=0), n + len(x)
-        yield pa.RecordBatch.from_arrays([pa.array([n], pa.int64()), _packed(sx), _packed(sxx), _packed(h)],
-                                         ["n", "sx", "sxx", "h"])
-    return run
-
-
-def _gradient_partials(k: int, d: int):
-    def run(batches):
-        g, n = np.zeros((k, d + 1)), 0
-        for batch in batches:
-            _, xt, p = _inputs(batch, k, d)
-            y = batch.column(batch.schema.get_field_index("y")).to_numpy().astype(np.int64)
-            own = p[np.arange(len(y)), y]
-            g += (own[:, None] * (np.eye(k)[y] - p)).T @ xt
-            n += len(y)
-        yield pa.RecordBatch.from_arrays([pa.array([n], pa.int64()), _packed(g)], ["n", "g"])
-    return run
-
-
-def _scorer(v: np.ndarray, k: int, d: int):
-    def run(batches):
-        for batch in batches:
-            _, xt, p = _inputs(batch, k, d)
-            y = batch.column(batch.schema.get_field_index("y")).to_numpy().astype(np.int64)
-            score = np.einsum("ik,ik->i", (p - np.eye(k)[y]) @ v, xt)
-            yield pa.RecordBatch.from_arrays([batch.column(batch.schema.get_field_index("id")), pa.array(score)],
-                                             ["id", "s"])
-    return run
 
 
 def _arrays(model, rows: DataFrame, *extra: str) -> DataFrame:
@@ -91,8 +37,8 @@ def influence_scores(model, kept: DataFrame, domain: DataFrame, left: DataFrame)
     """(id, s) of the ``left`` rows (id, label, features): n times the change of S when each is deleted from
     the training rows ``kept`` (features) of ``model``; ``domain`` (label, features): the unwanted rows, all."""
     k, d = model.numClasses, model.numFeatures
-    n, (sx, sxx, h) = _sums(_arrays(model, kept), _hessian_partials(k, d), ("sx", "sxx", "h"))
-    m, (g,) = _sums(_arrays(model, domain, F.col("label").cast("int").alias("y")), _gradient_partials(k, d), ("g",))
+    n, (sx, sxx, h) = _sums(_arrays(model, kept), hessian_partials(k, d), ("sx", "sxx", "h"))
+    m, (g,) = _sums(_arrays(model, domain, F.col("label").cast("int").alias("y")), gradient_partials(k, d), ("g",))
     h = h.reshape(k * (d + 1), k * (d + 1)) / n
     scale = (sxx - np.square(sx) / n) / max(n - 1, 1) if model.getStandardization() else np.ones(d)
     # MLlib penalises reg/2 |w|^2 of the standardized weights; a binomial fit has one weight vector, the
@@ -101,4 +47,4 @@ def influence_scores(model, kept: DataFrame, domain: DataFrame, left: DataFrame)
     h += np.diag(np.tile(penalty, k)) + RIDGE * np.trace(h) / len(h) * np.eye(len(h))
     v = np.linalg.solve(h, (g / max(m, 1)).ravel()).reshape(k, d + 1)
     return _arrays(model, left, "id", F.col("label").cast("int").alias("y")) \
-        .mapInArrow(_scorer(v, k, d), f"id {left.schema['id'].dataType.simpleString()}, s double")
+        .mapInArrow(influence_scorer(v, k, d), f"id {left.schema['id'].dataType.simpleString()}, s double")
