@@ -218,7 +218,10 @@ def test_a_writer_that_never_pauses_stops_the_run_with_nothing_of_it_left(spark,
     reliability.record("a writer appending every 0.2 s without pause (--max-retries 0)",
                        "exit 3 naming the conflicting commit; nothing of the run committed",
                        rows_checked=len(before | appended), rows_lost=len((before | appended) - final))
-    assert final == before | appended
+    assert before | appended <= final
+    # the kill may land between the writer's last commit and its line reporting it: that one row is its own
+    unreported = final - before - appended
+    assert len(unreported) <= 1 and all(i.startswith("busy-") for i in unreported), unreported
     assert not [h for h in history(spark, source) if h["operation"] in ("MERGE", "RESTORE")]
     assert manifest_ids(spark, source, "busy-1") == set()
 
